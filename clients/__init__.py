@@ -1,0 +1,1 @@
+"""Client helpers and examples for align-serve."""

@@ -1,0 +1,1 @@
+"""Decoding: the engine layer and the alignment strategies (no HTTP in here)."""

@@ -1,0 +1,59 @@
+"""The engine protocol: everything a strategy may ask of a model, and no more."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from decoding.types import EngineCounters, GenerationChunk, Message, SamplingOptions
+
+ModelRole = Literal["chat", "base"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What the server and the strategies need to know about a loaded model."""
+
+    model_id: str
+    root: str
+    role: ModelRole
+    max_model_len: int
+    vocab_size: int
+    eos_token_ids: tuple[int, ...]
+    bos_token_id: int | None
+    has_chat_template: bool
+
+
+class Engine(Protocol):
+    """An async text-generation engine on token ids, with its tokenizer.
+
+    `generate` streams deltas; a caller that stops early must `abort` the request
+    (the strategies' `EngineCalls` does it for them).
+    """
+
+    info: ModelInfo
+    counters: EngineCounters
+
+    def tokenize(self, text: str, *, add_special_tokens: bool) -> list[int]: ...
+
+    def detokenize(self, token_ids: Sequence[int], *, skip_special_tokens: bool = True) -> str: ...
+
+    def render_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+    ) -> str: ...
+
+    def generate(
+        self, prompt_token_ids: Sequence[int], options: SamplingOptions, request_id: str
+    ) -> AsyncIterator[GenerationChunk]: ...
+
+    async def abort(self, request_ids: Sequence[str]) -> None: ...
+
+    async def check_health(self) -> None:
+        """Raise `EngineUnavailable` if the engine cannot serve requests."""
+
+    async def shutdown(self) -> None: ...

@@ -1,0 +1,134 @@
+"""A deterministic stand-in engine for unit tests of bookkeeping (never the only test).
+
+Tokens are bytes (0-255) plus BOS and EOS. The "model" scores a fixed alphabet by a
+hash of the last few tokens, so outputs are repeatable, depend on the prompt, and come
+with real log-probabilities. A prefix cache is simulated in whole blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+from collections.abc import AsyncIterator, Sequence
+
+from decoding.engine import ModelInfo, ModelRole
+from decoding.errors import ContextLengthExceeded, EngineUnavailable
+from decoding.types import (
+    EngineCounters,
+    GenerationChunk,
+    Message,
+    SamplingOptions,
+    TokenLogprob,
+    TopLogprob,
+)
+
+BOS, EOS = 256, 257
+ALPHABET = (*tuple(b"etaoin shrdlu."), EOS)
+BLOCK = 4
+
+
+class StandInEngine:
+    def __init__(self, model_id: str = "stand-in", *, role: ModelRole = "chat",
+                 max_model_len: int = 512) -> None:
+        self.info = ModelInfo(model_id, f"/stand-in/{model_id}", role, max_model_len, 258,
+                              (EOS,), BOS, role == "chat")
+        self.counters = EngineCounters()
+        self.dead = False
+        self.aborted: list[str] = []
+        self.prompts: list[list[int]] = []
+
+    def tokenize(self, text: str, *, add_special_tokens: bool) -> list[int]:
+        return ([BOS] if add_special_tokens else []) + list(text.encode())
+
+    def detokenize(self, token_ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        return bytes(t for t in token_ids if t < 256).decode(errors="replace")
+
+    def render_chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
+                    continue_final_message: bool = False) -> str:
+        text = "".join(f"<{m.role}>{m.content}</{m.role}>" for m in messages)
+        if continue_final_message:
+            return text.removesuffix(f"</{messages[-1].role}>")
+        return text + ("<assistant>" if add_generation_prompt else "")
+
+    def distribution(self, context: Sequence[int]) -> list[tuple[int, float]]:
+        """Log-probabilities over `ALPHABET`, best first; EOS grows likelier with length."""
+        digest = hashlib.sha256(bytes(t % 256 for t in context[-6:])).digest()
+        scores = [digest[i] / 64 for i in range(len(ALPHABET))]
+        scores[-1] = len(context) / 40 - 3
+        norm = math.log(sum(math.exp(s) for s in scores))
+        pairs = ((tok, s - norm) for tok, s in zip(ALPHABET, scores, strict=True))
+        return sorted(pairs, key=lambda x: -x[1])
+
+    async def generate(self, prompt_token_ids: Sequence[int], options: SamplingOptions,
+                       request_id: str) -> AsyncIterator[GenerationChunk]:
+        if self.dead:
+            raise EngineUnavailable("the stand-in engine is dead")
+        prompt = list(prompt_token_ids)
+        if len(prompt) + options.max_tokens > self.info.max_model_len:
+            raise ContextLengthExceeded("prompt and max_tokens exceed the context")
+        cached = max((_common_prefix(prompt, p) for p in self.prompts), default=0)
+        cached = min(cached, len(prompt) - 1) // BLOCK * BLOCK
+        self.prompts.append(prompt)
+        self.counters.requests += 1
+        self.counters.prompt_tokens += len(prompt)
+        self.counters.cached_tokens += cached
+        rng = random.Random(options.seed)
+        context, text, finished = list(prompt), "", False
+        try:
+            for step in range(options.max_tokens):
+                await asyncio.sleep(0)
+                dist = self.distribution(context)
+                if options.ignore_eos:
+                    dist = [d for d in dist if d[0] != EOS]
+                token, logprob = dist[0] if options.temperature == 0 else _sample(dist, rng)
+                context.append(token)
+                done = token == EOS or step + 1 == options.max_tokens
+                piece = self.detokenize([token])
+                stop = next((s for s in options.stop if s in text + piece), None)
+                if stop is not None:
+                    piece = (text + piece)[: (text + piece).index(stop)][len(text):]
+                text += piece
+                reason = "stop" if token == EOS or stop else "length" if done else None
+                finished = reason is not None
+                self.counters.generated_tokens += 1
+                yield GenerationChunk(
+                    [token], piece, _logprobs(token, logprob, dist, options.logprobs),
+                    reason, stop, len(prompt), cached)
+                if finished:
+                    return
+        finally:
+            if not finished:
+                self.aborted.append(request_id)
+
+    async def abort(self, request_ids: Sequence[str]) -> None:
+        self.aborted.extend(request_ids)
+
+    async def check_health(self) -> None:
+        if self.dead:
+            raise EngineUnavailable("the stand-in engine is dead")
+
+    async def shutdown(self) -> None:
+        self.dead = True
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _sample(dist: list[tuple[int, float]], rng: random.Random) -> tuple[int, float]:
+    return rng.choices(dist, weights=[math.exp(lp) for _, lp in dist])[0]
+
+
+def _logprobs(token: int, logprob: float, dist: list[tuple[int, float]],
+              top_n: int | None) -> list[TokenLogprob] | None:
+    if top_n is None:
+        return None
+    top = tuple(TopLogprob(t, chr(t) if t < 256 else "", lp) for t, lp in dist[:top_n])
+    return [TokenLogprob(token, chr(token) if token < 256 else "", logprob, top)]

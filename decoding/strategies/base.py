@@ -1,0 +1,83 @@
+"""What every strategy is: an async driver turning one request into text deltas."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from decoding.engine import Engine
+from decoding.types import FinishReason, Message, SamplingOptions, TokenAccounting, TokenLogprob
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeRequest:
+    """One request as a strategy sees it; `params` is the strategy's own dataclass."""
+
+    request_id: str
+    engine: Engine
+    engines: Mapping[str, Engine]
+    prompt_token_ids: list[int]
+    options: SamplingOptions
+    n: int = 1
+    messages: tuple[Message, ...] | None = None
+    params: Any = None
+
+
+@dataclass(slots=True)
+class TextDelta:
+    """New final text for choice `index`; `finish_reason` set on its last delta."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(slots=True)
+class DecodeRun:
+    """Per-request bookkeeping a strategy fills in while it runs."""
+
+    accounting: TokenAccounting = field(default_factory=TokenAccounting)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Strategy(Protocol):
+    name: str
+
+    def run(self, request: DecodeRequest, run: DecodeRun) -> AsyncIterator[TextDelta]: ...
+
+
+async def merge_streams(streams: list[AsyncIterator[TextDelta]]) -> AsyncIterator[TextDelta]:
+    """Interleave several choices' deltas as they come; cancel the rest on exit."""
+    if len(streams) == 1:
+        async for item in streams[0]:
+            yield item
+        return
+    queue: asyncio.Queue[TextDelta | BaseException | None] = asyncio.Queue()
+
+    async def pump(stream: AsyncIterator[TextDelta]) -> None:
+        try:
+            async for item in stream:
+                await queue.put(item)
+            await queue.put(None)
+        except Exception as exc:  # handed to the consumer, which re-raises it
+            await queue.put(exc)
+
+    tasks = [asyncio.create_task(pump(s)) for s in streams]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,48 @@
+"""Ordinary decoding: the engine's own sampling, streamed straight through."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+
+from decoding.strategies.base import DecodeRequest, DecodeRun, TextDelta, merge_streams
+
+
+@dataclass(frozen=True, slots=True)
+class VanillaParams:
+    """Vanilla has no parameters of its own."""
+
+
+class VanillaStrategy:
+    name = "vanilla"
+
+    async def run(self, request: DecodeRequest, run: DecodeRun) -> AsyncIterator[TextDelta]:
+        choices = [self._choice(request, run, index) for index in range(request.n)]
+        async for delta in merge_streams(choices):
+            yield delta
+        run.stats["engine_requests"] = run.accounting.engine_requests
+        run.stats["prefix_cache_hit_rate"] = round(run.accounting.prefix_cache_hit_rate, 4)
+
+    async def _choice(
+        self, request: DecodeRequest, run: DecodeRun, index: int
+    ) -> AsyncIterator[TextDelta]:
+        options = request.options
+        if options.seed is not None and index:
+            # Same rule as vLLM's parallel sampling: choice i samples with seed + i.
+            options = replace(options, seed=options.seed + index)
+        stream = request.engine.generate(
+            request.prompt_token_ids, options, f"{request.request_id}-{index}"
+        )
+        first = True
+        async with aclosing(stream):
+            async for chunk in stream:
+                if first:
+                    first = False
+                    run.accounting.record_engine_request(chunk)
+                    if index == 0:
+                        run.accounting.cached_prompt_tokens = chunk.cached_tokens
+                run.accounting.completion_tokens += len(chunk.token_ids)
+                yield TextDelta(
+                    index, chunk.text, chunk.token_ids, chunk.logprobs, chunk.finish_reason
+                )

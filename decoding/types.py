@@ -1,0 +1,107 @@
+"""Plain data passed between the server, the strategies and the engines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "abort"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingOptions:
+    """Sampling knobs, named as in vLLM's `SamplingParams` (see `vllm_engine`)."""
+
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    logprobs: int | None = None
+    skip_special_tokens: bool = True
+    include_stop_str_in_output: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    token_id: int
+    token: str
+    logprob: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """The chosen token's log-probability and the most likely alternatives."""
+
+    token_id: int
+    token: str
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(slots=True)
+class GenerationChunk:
+    """New output of one engine request since the previous chunk."""
+
+    token_ids: list[int]
+    text: str
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: FinishReason | None = None
+    stop_reason: str | int | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+@dataclass(slots=True)
+class TokenAccounting:
+    """Token counts of one decoding run, summed over its engine requests."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    engine_requests: int = 0
+    engine_prompt_tokens: int = 0
+    engine_cached_tokens: int = 0
+
+    def record_engine_request(self, chunk: GenerationChunk) -> None:
+        self.engine_requests += 1
+        self.engine_prompt_tokens += chunk.prompt_tokens
+        self.engine_cached_tokens += chunk.cached_tokens
+
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        if not self.engine_prompt_tokens:
+            return 0.0
+        return self.engine_cached_tokens / self.engine_prompt_tokens
+
+
+@dataclass(slots=True)
+class EngineCounters:
+    """Cumulative per-engine counters, read by the server's metrics endpoint."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    generated_tokens: int = 0
+    aborted: int = 0
+    failures: list[str] = field(default_factory=list)

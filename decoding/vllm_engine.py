@@ -1,0 +1,200 @@
+"""`Engine` over an in-process vLLM `AsyncLLM`; the only module that imports vLLM."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from vllm import SamplingParams
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.exceptions import VLLMClientError
+from vllm.sampling_params import RequestOutputKind
+from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.engine.exceptions import EngineDeadError
+
+from decoding.engine import ModelInfo, ModelRole
+from decoding.errors import EngineUnavailable, InvalidRequest
+from decoding.types import (
+    EngineCounters,
+    GenerationChunk,
+    Message,
+    SamplingOptions,
+    TokenLogprob,
+    TopLogprob,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """How to start one engine. Sizes are explicit: several engines share one machine."""
+
+    model_id: str
+    weights_dir: str
+    role: ModelRole | None = None
+    max_model_len: int | None = None
+    kv_cache_bytes: int = 2 << 30
+    block_size: int = 32
+    enforce_eager: bool = True
+    dtype: str = "bfloat16"
+    seed: int = 0
+
+
+class VllmEngine:
+    """One served model: an `AsyncLLM` with prefix caching, plus its tokenizer."""
+
+    def __init__(self, llm: AsyncLLM, info: ModelInfo) -> None:
+        self._llm = llm
+        self._tokenizer = llm.tokenizer
+        self.info = info
+        self.counters = EngineCounters()
+
+    @classmethod
+    def start(cls, config: EngineConfig) -> VllmEngine:
+        """Start the engine; call it on the event loop that will use it."""
+        args = AsyncEngineArgs(
+            model=config.weights_dir,
+            served_model_name=config.model_id,
+            max_model_len=config.max_model_len,
+            kv_cache_memory_bytes=config.kv_cache_bytes,
+            block_size=config.block_size,
+            enable_prefix_caching=True,
+            enforce_eager=config.enforce_eager,
+            dtype=config.dtype,
+            seed=config.seed,
+        )
+        llm = AsyncLLM.from_engine_args(args)
+        tokenizer = llm.tokenizer
+        has_template = getattr(tokenizer, "chat_template", None) is not None
+        eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        generation_config = llm.model_config.try_get_generation_config() or {}
+        configured_eos = generation_config.get("eos_token_id")
+        if isinstance(configured_eos, int):
+            eos.add(configured_eos)
+        elif configured_eos:
+            eos.update(configured_eos)
+        info = ModelInfo(
+            model_id=config.model_id,
+            root=config.weights_dir,
+            role=config.role or ("chat" if has_template else "base"),
+            max_model_len=llm.model_config.max_model_len,
+            vocab_size=llm.model_config.get_vocab_size(),
+            eos_token_ids=tuple(sorted(eos)),
+            bos_token_id=tokenizer.bos_token_id,
+            has_chat_template=has_template,
+        )
+        return cls(llm, info)
+
+    def tokenize(self, text: str, *, add_special_tokens: bool) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))
+
+    def detokenize(self, token_ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        return self._tokenizer.decode(list(token_ids), skip_special_tokens=skip_special_tokens)
+
+    def render_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+    ) -> str:
+        if not self.info.has_chat_template:
+            raise InvalidRequest(f"model {self.info.model_id!r} has no chat template")
+        return self._tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in messages],
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
+        )
+
+    async def generate(
+        self, prompt_token_ids: Sequence[int], options: SamplingOptions, request_id: str
+    ) -> AsyncIterator[GenerationChunk]:
+        params = _sampling_params(options)
+        finished = False
+        first = True
+        try:
+            stream = self._llm.generate(
+                {"prompt_token_ids": list(prompt_token_ids)}, params, request_id
+            )
+            async for out in stream:
+                completion = out.outputs[0]
+                chunk = GenerationChunk(
+                    token_ids=list(completion.token_ids),
+                    text=completion.text,
+                    logprobs=_logprobs(completion.logprobs, options.logprobs),
+                    finish_reason=completion.finish_reason if out.finished else None,
+                    stop_reason=completion.stop_reason,
+                    prompt_tokens=len(prompt_token_ids),
+                    cached_tokens=out.num_cached_tokens or 0,
+                )
+                if first:
+                    first = False
+                    self.counters.requests += 1
+                    self.counters.prompt_tokens += chunk.prompt_tokens
+                    self.counters.cached_tokens += chunk.cached_tokens
+                self.counters.generated_tokens += len(chunk.token_ids)
+                finished = out.finished
+                yield chunk
+        except EngineDeadError as exc:
+            self.counters.failures.append(repr(exc))
+            raise EngineUnavailable(f"the engine of {self.info.model_id!r} is dead") from exc
+        except (VLLMClientError, ValueError) as exc:
+            raise InvalidRequest(str(exc)) from exc
+        finally:
+            if not finished:
+                self.counters.aborted += 1
+                await self.abort([request_id])
+
+    async def abort(self, request_ids: Sequence[str]) -> None:
+        if not self._llm.errored:
+            await self._llm.abort(list(request_ids))
+
+    async def check_health(self) -> None:
+        if self._llm.errored:
+            raise EngineUnavailable(f"the engine of {self.info.model_id!r} is dead")
+
+    async def shutdown(self) -> None:
+        self._llm.shutdown()
+
+
+def _sampling_params(options: SamplingOptions) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=options.max_tokens,
+        temperature=options.temperature,
+        top_p=options.top_p,
+        top_k=options.top_k,
+        min_p=options.min_p,
+        seed=options.seed,
+        stop=list(options.stop) or None,
+        stop_token_ids=list(options.stop_token_ids) or None,
+        ignore_eos=options.ignore_eos,
+        min_tokens=options.min_tokens,
+        presence_penalty=options.presence_penalty,
+        frequency_penalty=options.frequency_penalty,
+        repetition_penalty=options.repetition_penalty,
+        logit_bias=dict(options.logit_bias) or None,
+        logprobs=options.logprobs,
+        skip_special_tokens=options.skip_special_tokens,
+        include_stop_str_in_output=options.include_stop_str_in_output,
+        output_kind=RequestOutputKind.DELTA,
+    )
+
+
+def _logprobs(positions, top_n: int | None) -> list[TokenLogprob] | None:
+    """Convert vLLM's per-position dicts; the chosen token is the rank-free extra entry."""
+    if positions is None or top_n is None:
+        return None
+    result = []
+    for position in positions:
+        ranked = sorted(position.items(), key=lambda item: item[1].rank or 0)
+        chosen_id, chosen = next(iter(position.items()))
+        top = tuple(
+            TopLogprob(token_id, lp.decoded_token or "", lp.logprob)
+            for token_id, lp in ranked
+            if lp.rank is not None and lp.rank <= top_n
+        )
+        result.append(TokenLogprob(chosen_id, chosen.decoded_token or "", chosen.logprob, top))
+    return result

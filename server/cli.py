@@ -1,0 +1,60 @@
+"""`align-serve`: start the server, or only prepare its models (`--prepare-only`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from server.config import ModelSpec, Settings
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
+    """Flags override `ALIGN_*` environment variables, which override defaults."""
+    p = argparse.ArgumentParser(prog="align-serve", description=__doc__)
+    p.add_argument("--host", help="bind address (ALIGN_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (ALIGN_PORT, default 8000)")
+    p.add_argument("--model", action="append", dest="models", metavar="[ID=]SOURCE",
+                   help="serve a model: embedded name, HF folder, .gguf file or hub id; "
+                        "repeat for several (ALIGN_MODELS, comma-separated)")
+    p.add_argument("--models-file", type=Path, help="YAML/JSON list of model specs")
+    p.add_argument("--api-key", action="append", dest="api_keys",
+                   help="require this Bearer key; repeatable (ALIGN_API_KEYS)")
+    p.add_argument("--cache-dir", type=Path, help="where converted weights are kept")
+    p.add_argument("--kv-cache-gib", type=float, help="KV cache per engine in GiB")
+    p.add_argument("--block-size", type=int, help="KV cache block size in tokens")
+    p.add_argument("--max-model-len", type=int, help="context length cap per model")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--prepare-only", action="store_true",
+                   help="convert/check the models' weights and exit")
+    args = vars(p.parse_args(argv))
+    prepare_only = args.pop("prepare_only")
+    overrides = {k: v for k, v in args.items() if v is not None}
+    if "models" in overrides:
+        overrides["models"] = [ModelSpec.parse(m) for m in overrides["models"]]
+    return Settings(**overrides), prepare_only
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings, prepare_only = parse_args(argv)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from decoding.errors import ModelUnavailable
+    from server.engines import prepare_models
+
+    try:
+        folders = prepare_models(settings)  # fail here, clearly, before any engine starts
+        if prepare_only:
+            for model_id, folder in folders.items():
+                print(f"{model_id}: {folder}")
+            return
+        import uvicorn
+
+        from server.app import build_app
+
+        uvicorn.run(build_app(settings), host=settings.host, port=settings.port,
+                    log_level=settings.log_level, timeout_graceful_shutdown=30)
+    except ModelUnavailable as exc:
+        sys.exit(f"align-serve: {exc.message}")

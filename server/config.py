@@ -1,0 +1,88 @@
+"""Server settings: one `Settings` object from flags, environment (`ALIGN_*`) and files."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
+
+
+class ModelSpec(BaseModel):
+    """One served model: its public id and where its weights come from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1, description="embedded name, folder, .gguf or hub id")
+    role: Literal["chat", "base"] | None = Field(
+        None, description="default: chat if the tokenizer has a chat template"
+    )
+    max_model_len: int | None = Field(None, gt=0)
+    kv_cache_gib: float | None = Field(None, gt=0)
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        """`NAME` (embedded), `PATH_OR_HUB_ID`, or `ID=SOURCE`."""
+        model_id, sep, source = text.partition("=")
+        if not sep:
+            source = text
+            model_id = Path(text).stem if text.endswith(".gguf") else text.rstrip("/")
+            model_id = model_id.rsplit("/", 1)[-1] if Path(text).exists() else model_id
+        return cls(id=model_id, source=source)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ALIGN_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Bearer keys (comma-separated in ALIGN_API_KEYS)"
+    )
+    models: Annotated[list[ModelSpec], NoDecode] = Field(
+        default_factory=lambda: [ModelSpec(id=m, source=m) for m in DEFAULT_MODELS]
+    )
+    models_file: Path | None = None
+    cache_dir: Path = Path("~/.cache/align-serve").expanduser()
+    kv_cache_gib: float = Field(2.0, gt=0, description="KV cache per engine, GiB")
+    block_size: int = Field(32, ge=32, multiple_of=32, description="KV block (tokens)")
+    max_model_len: int | None = Field(4096, gt=0, description="context cap per model")
+    enforce_eager: bool = True
+    max_body_bytes: int = Field(4 << 20, gt=0)
+    max_n: int = Field(16, ge=1, description="largest `n` a request may ask for")
+
+    def model_post_init(self, _context: object) -> None:
+        if self.models_file is not None:
+            self.models = load_models_file(self.models_file)
+
+    @field_validator("api_keys", "models", mode="before")
+    @classmethod
+    def _split_env_list(cls, value: object, info: ValidationInfo) -> object:
+        """Environment values are comma lists (or JSON arrays); model items use `parse`."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            return json.loads(value)
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        return [ModelSpec.parse(v) for v in items] if info.field_name == "models" else items
+
+
+def load_models_file(path: Path) -> list[ModelSpec]:
+    """A YAML or JSON list of `ModelSpec` mappings (or a mapping with key `models`)."""
+    data = yaml.safe_load(path.read_text())
+    if isinstance(data, dict):
+        data = data.get("models", [])
+    return [ModelSpec.model_validate(item) for item in data]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,43 @@
+"""Dependencies the routers declare: settings, engines, metrics, and the API-key check."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from decoding.engine import Engine
+from server.config import Settings
+from server.errors import APIError
+from server.metrics import Metrics
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_engines(request: Request) -> Mapping[str, Engine]:
+    return request.app.state.engines
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EnginesDep = Annotated[Mapping[str, Engine], Depends(get_engines)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+async def require_api_key(request: Request, settings: SettingsDep) -> None:
+    """Bearer auth when keys are configured; compared in constant time."""
+    if not settings.api_keys:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not any(
+        secrets.compare_digest(token.encode(), key.encode()) for key in settings.api_keys
+    ):
+        raise APIError(401, "Incorrect API key provided.", code="invalid_api_key",
+                       headers={"WWW-Authenticate": "Bearer"})

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from decoding.errors import EngineUnavailable
+from server.deps import EnginesDep
+from server.errors import APIError, error_json
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health(engines: EnginesDep) -> JSONResponse:
+    """200 when every engine can serve; 503 naming the first one that cannot."""
+    for engine in engines.values():
+        try:
+            await engine.check_health()
+        except EngineUnavailable as exc:
+            return error_json(APIError(503, exc.message, type="service_unavailable_error",
+                                       code="engine_unavailable"))
+    return JSONResponse({"status": "ok", "models": list(engines)})

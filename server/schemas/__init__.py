@@ -1,0 +1,1 @@
+"""OpenAI wire models (pydantic) for the HTTP edge."""

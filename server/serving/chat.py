@@ -1,0 +1,100 @@
+"""Chat completions: messages → prompt → strategy → OpenAI response or chunks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+
+from decoding.engine import Engine
+from decoding.prompts import chat_prompt, resolve_max_tokens
+from decoding.types import Message, TokenLogprob
+from server.metrics import Metrics
+from server.schemas.chat import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChoiceLogprobs,
+    DeltaMessage,
+    TokenLogprobOut,
+    TopLogprobOut,
+)
+from server.serving.common import Decoding, check_n, lookup_engine, sampling_options
+from server.streaming import sse
+
+
+def prepare_chat(body: ChatCompletionRequest, engines: Mapping[str, Engine], metrics: Metrics,
+                 max_n: int) -> Decoding:
+    """Validate everything that can fail before the first byte is sent."""
+    engine = lookup_engine(engines, body.model)
+    check_n(body, max_n)
+    messages = tuple(
+        Message("system" if m.role == "developer" else m.role, m.text()) for m in body.messages
+    )
+    prompt = chat_prompt(engine, messages)
+    max_tokens = resolve_max_tokens(engine.info, len(prompt.token_ids), body.completion_budget())
+    top = (body.top_logprobs or 0) if body.logprobs else None
+    options = sampling_options(body, max_tokens=max_tokens, extra_stop=prompt.stop, logprobs=top)
+    return Decoding.prepare(prefix="chatcmpl", endpoint="chat", engine=engine, engines=engines,
+                            body=body, prompts=[prompt.token_ids], options=options,
+                            messages=messages, metrics=metrics)
+
+
+def _logprobs(entries: list[TokenLogprob] | None, wanted: bool) -> ChoiceLogprobs | None:
+    if not wanted:
+        return None
+    return ChoiceLogprobs(content=[
+        TokenLogprobOut(
+            token=e.token, logprob=e.logprob, bytes=list(e.token.encode()),
+            top_logprobs=[TopLogprobOut(token=t.token, logprob=t.logprob,
+                                        bytes=list(t.token.encode())) for t in e.top],
+        )
+        for e in entries or ()
+    ])
+
+
+async def chat_response(decoding: Decoding, body: ChatCompletionRequest) -> ChatCompletion:
+    choices = await decoding.collect()
+    return ChatCompletion(
+        id=decoding.request_id, created=decoding.created, model=decoding.model,
+        choices=[
+            ChatChoice(index=i, message=AssistantMessage(content=c.text),
+                       logprobs=_logprobs(c.logprobs, body.logprobs),
+                       finish_reason=c.finish_reason)
+            for i, c in enumerate(choices)
+        ],
+        usage=decoding.usage(), alignment=decoding.alignment_info(),
+    )
+
+
+async def chat_stream(decoding: Decoding, body: ChatCompletionRequest) -> AsyncIterator[str]:
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    exclude = None if include_usage else {"usage"}
+    n_choices = len(decoding.requests) * body.n
+
+    def chunk(choices: list[ChatChunkChoice]) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=decoding.request_id, created=decoding.created,
+                                   model=decoding.model, choices=choices)
+
+    for index in range(n_choices):
+        first = ChatChunkChoice(index=index, delta=DeltaMessage(role="assistant", content=""))
+        yield sse(chunk([first]), exclude=(exclude or set()) | {"alignment"})
+    last: ChatCompletionChunk | None = None
+    async for delta in decoding.deltas():
+        if last is not None:
+            yield sse(last, exclude=(exclude or set()) | {"alignment"})
+        content = delta.text if delta.text or not delta.finish_reason else None
+        last = chunk([ChatChunkChoice(
+            index=delta.index, delta=DeltaMessage(content=content),
+            logprobs=_logprobs(delta.logprobs, body.logprobs),
+            finish_reason=delta.finish_reason,
+        )])
+    if include_usage:
+        if last is not None:
+            yield sse(last, exclude={"alignment"})
+        last = chunk([])
+        last.usage = decoding.usage()
+    if last is not None:
+        last.alignment = decoding.alignment_info()
+        yield sse(last, exclude=exclude)

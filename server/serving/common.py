@@ -1,0 +1,172 @@
+"""Steps both generation endpoints share: find the engine, pick the strategy, collect."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from fastapi import Request
+
+from decoding.engine import Engine
+from decoding.errors import ModelNotFound
+from decoding.strategies import STRATEGIES, DecodeRequest, DecodeRun, TextDelta
+from decoding.strategies.base import merge_streams
+from decoding.types import FinishReason, Message, SamplingOptions, TokenLogprob
+from server.errors import APIError
+from server.metrics import Metrics
+from server.schemas.alignment import Alignment, parse_alignment
+from server.schemas.common import AlignmentInfo, PromptTokensDetails, SamplingRequest, Usage
+
+T = TypeVar("T")
+
+
+def lookup_engine(engines: Mapping[str, Engine], model: str) -> Engine:
+    try:
+        return engines[model]
+    except KeyError:
+        raise ModelNotFound(f"The model {model!r} does not exist; see /v1/models.",
+                            param="model") from None
+
+
+def check_n(body: SamplingRequest, max_n: int) -> None:
+    if body.n > max_n:
+        raise APIError(400, f"n must be at most {max_n} on this server.", param="n",
+                       code="invalid_value")
+
+
+def sampling_options(body: SamplingRequest, *, max_tokens: int, extra_stop: Sequence[str] = (),
+                     logprobs: int | None = None) -> SamplingOptions:
+    return SamplingOptions(
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        min_p=body.min_p,
+        seed=body.seed,
+        stop=body.stop_list() + tuple(extra_stop),
+        stop_token_ids=tuple(body.stop_token_ids or ()),
+        ignore_eos=body.ignore_eos,
+        min_tokens=body.min_tokens,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        repetition_penalty=body.repetition_penalty,
+        logit_bias=tuple((body.logit_bias or {}).items()),
+        logprobs=logprobs,
+        skip_special_tokens=body.skip_special_tokens,
+        include_stop_str_in_output=body.include_stop_str_in_output,
+    )
+
+
+@dataclass(slots=True)
+class Choice:
+    """One choice's output, accumulated from its deltas."""
+
+    text: str = ""
+    token_count: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+
+    def add(self, delta: TextDelta) -> None:
+        self.text += delta.text
+        self.token_count += len(delta.token_ids)
+        self.logprobs.extend(delta.logprobs or ())
+        self.finish_reason = delta.finish_reason or self.finish_reason
+
+
+@dataclass(slots=True)
+class Decoding:
+    """A validated request ready to run: the strategy, its inputs and its bookkeeping."""
+
+    request_id: str
+    model: str
+    alignment: Alignment
+    requests: list[DecodeRequest]
+    metrics: Metrics
+    endpoint: str
+    runs: list[DecodeRun] = field(default_factory=list)
+    created: int = field(default_factory=lambda: int(time.time()))
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def prepare(cls, *, prefix: str, endpoint: str, engine: Engine,
+                engines: Mapping[str, Engine], body: SamplingRequest,
+                prompts: Sequence[list[int]], options: SamplingOptions,
+                messages: tuple[Message, ...] | None, metrics: Metrics) -> Decoding:
+        alignment = parse_alignment(body.alignment)
+        request_id = f"{prefix}-{uuid.uuid4().hex}"
+        requests = [
+            DecodeRequest(f"{request_id}-{i}", engine, engines, ids, options, body.n,
+                          messages, alignment.params)
+            for i, ids in enumerate(prompts)
+        ]
+        return cls(request_id, body.model, alignment, requests, metrics, endpoint)
+
+    async def deltas(self) -> AsyncIterator[TextDelta]:
+        """All prompts' deltas; choice index = prompt index × n + the strategy's index."""
+        strategy = STRATEGIES[self.alignment.strategy]
+        self.runs = [DecodeRun() for _ in self.requests]
+
+        async def one(i: int) -> AsyncIterator[TextDelta]:
+            request = self.requests[i]
+            async for delta in strategy.run(request, self.runs[i]):
+                delta.index += i * request.n
+                yield delta
+
+        status = "error"
+        try:
+            async for delta in merge_streams([one(i) for i in range(len(self.requests))]):
+                yield delta
+            status = "ok"
+        except (asyncio.CancelledError, GeneratorExit):
+            status = "cancelled"
+            raise
+        finally:
+            usage = self.usage()
+            self.metrics.record_request(
+                endpoint=self.endpoint, strategy=self.alignment.strategy, status=status,
+                seconds=time.monotonic() - self.started,
+                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+
+    async def collect(self) -> list[Choice]:
+        choices = [Choice() for _ in range(len(self.requests) * self.requests[0].n)]
+        async for delta in self.deltas():
+            choices[delta.index].add(delta)
+        return choices
+
+    def usage(self) -> Usage:
+        prompt = sum(len(r.prompt_token_ids) for r in self.requests)
+        completion = sum(run.accounting.completion_tokens for run in self.runs)
+        cached = sum(run.accounting.cached_prompt_tokens for run in self.runs)
+        return Usage(prompt_tokens=prompt, completion_tokens=completion,
+                     total_tokens=prompt + completion,
+                     prompt_tokens_details=PromptTokensDetails(cached_tokens=cached))
+
+    def alignment_info(self) -> AlignmentInfo:
+        stats = self.runs[0].stats if len(self.runs) == 1 else [r.stats for r in self.runs]
+        return AlignmentInfo(strategy=self.alignment.strategy,
+                             stats=stats if isinstance(stats, dict) else {"prompts": stats})
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Run `work`, cancelling it (and so its engine requests) if the client leaves."""
+    task = asyncio.ensure_future(work)
+
+    async def wait_disconnect() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(wait_disconnect())
+    try:
+        await asyncio.wait([task, watcher], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        raise APIError(499, "Client closed the request.")
+    return task.result()

@@ -1,0 +1,27 @@
+"""The only place that writes Server-Sent Events text."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from pydantic import BaseModel
+
+from server.errors import ErrorResponse, api_error
+
+DONE = "data: [DONE]\n\n"
+
+
+def sse(payload: BaseModel, *, exclude: set[str] | None = None) -> str:
+    return f"data: {payload.model_dump_json(exclude=exclude)}\n\n"
+
+
+async def sse_stream(events: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Frame a stream: a failure becomes one error event; `[DONE]` always ends it."""
+    try:
+        async for event in events:
+            yield event
+    except Exception as exc:
+        error = api_error(exc)
+        yield f"data: {json.dumps(ErrorResponse(error=error.detail).model_dump())}\n\n"
+    yield DONE
