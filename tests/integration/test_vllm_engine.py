@@ -1,0 +1,87 @@
+"""The engine layer itself on a real in-process vLLM engine (the tiny random Llama)."""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+
+import pytest
+import pytest_asyncio
+
+from decoding.errors import InvalidRequest
+from decoding.types import Message, SamplingOptions
+from tests.integration.conftest import TINY_CONTEXT
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
+GREEDY = SamplingOptions(max_tokens=12, temperature=0, ignore_eos=True)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def engine(tiny_llama):
+    from decoding.vllm_engine import EngineConfig, VllmEngine
+
+    engine = VllmEngine.start(EngineConfig(model_id="tiny", weights_dir=str(tiny_llama),
+                                           kv_cache_bytes=256 << 20))
+    yield engine
+    await engine.shutdown()
+
+
+async def run(engine, ids, options, request_id):
+    chunks = []
+    async with aclosing(engine.generate(ids, options, request_id)) as stream:
+        async for chunk in stream:
+            chunks.append(chunk)
+    return chunks
+
+
+async def test_info_and_tokenizer(engine):
+    assert engine.info.max_model_len == TINY_CONTEXT
+    assert engine.info.role == "chat" and engine.info.has_chat_template
+    assert 2 in engine.info.eos_token_ids
+    ids = engine.tokenize("Hello there, world!", add_special_tokens=False)
+    assert engine.detokenize(ids) == "Hello there, world!"
+    text = engine.render_chat([Message("user", "Hi")])
+    assert text.endswith("<|im_start|>assistant\n")
+    opened = engine.render_chat([Message("user", "Hi"), Message("assistant", "Well")],
+                                add_generation_prompt=False, continue_final_message=True)
+    assert opened.endswith("<|im_start|>assistant\nWell")
+
+
+async def test_greedy_stream_with_logprobs(engine):
+    ids = engine.tokenize("one two three", add_special_tokens=False)
+    chunks = await run(engine, ids, SamplingOptions(max_tokens=10, temperature=0, logprobs=3,
+                                                    ignore_eos=True), "lp")
+    tokens = [t for c in chunks for t in c.token_ids]
+    logprobs = [lp for c in chunks for lp in c.logprobs]
+    assert len(tokens) == 10 == len(logprobs)
+    assert chunks[-1].finish_reason == "length" and not any(c.finished for c in chunks[:-1])
+    for token, lp in zip(tokens, logprobs, strict=True):
+        assert lp.token_id == token and len(lp.top) == 3
+        assert lp.top[0].token_id == token  # greedy takes the top token
+        assert lp.top[0].logprob >= lp.top[1].logprob >= lp.top[2].logprob
+    assert "".join(c.text for c in chunks) == engine.detokenize(tokens)
+
+
+async def test_prefix_cache_counts_whole_blocks(engine):
+    ids = engine.tokenize("alpha beta gamma delta " * 40, add_special_tokens=False)[:100]
+    first = await run(engine, ids, GREEDY, "cache-1")
+    second = await run(engine, ids, GREEDY, "cache-2")
+    assert first[0].prompt_tokens == 100
+    assert second[0].cached_tokens == 96  # three whole 32-token blocks
+    assert [t for c in first for t in c.token_ids] == [t for c in second for t in c.token_ids]
+
+
+async def test_abort_mid_stream_leaves_engine_usable(engine):
+    ids = engine.tokenize("count with me", add_special_tokens=False)
+    aborted = engine.counters.aborted
+    stream = engine.generate(ids, SamplingOptions(max_tokens=200, temperature=0,
+                                                  ignore_eos=True), "to-abort")
+    async with aclosing(stream):
+        async for _ in stream:
+            break
+    assert engine.counters.aborted == aborted + 1
+    assert len(await run(engine, ids, GREEDY, "after-abort")) > 0
+
+
+async def test_too_long_prompt_is_an_invalid_request(engine):
+    with pytest.raises(InvalidRequest):
+        await run(engine, [5] * (TINY_CONTEXT + 10), GREEDY, "too-long")
