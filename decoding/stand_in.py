@@ -54,7 +54,8 @@ class StandInEngine:
 
     def distribution(self, context: Sequence[int]) -> list[tuple[int, float]]:
         """Log-probabilities over `ALPHABET`, best first; EOS grows likelier with length."""
-        digest = hashlib.sha256(bytes(t % 256 for t in context[-6:])).digest()
+        salt = self.info.model_id.encode()  # different models, different "knowledge"
+        digest = hashlib.sha256(salt + bytes(t % 256 for t in context[-6:])).digest()
         scores = [digest[i] / 64 for i in range(len(ALPHABET))]
         scores[-1] = len(context) / 40 - 3
         norm = math.log(sum(math.exp(s) for s in scores))
@@ -76,6 +77,7 @@ class StandInEngine:
         self.counters.cached_tokens += cached
         rng = random.Random(options.seed)
         context, text, finished = list(prompt), "", False
+        self.counters.running += 1
         try:
             for step in range(options.max_tokens):
                 await asyncio.sleep(0)
@@ -99,6 +101,7 @@ class StandInEngine:
                 if finished:
                     return
         finally:
+            self.counters.running -= 1
             if not finished:
                 self.aborted.append(request_id)
 

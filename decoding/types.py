@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
@@ -100,8 +100,8 @@ class EngineCounters:
     """Cumulative per-engine counters, read by the server's metrics endpoint."""
 
     requests: int = 0
+    running: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
     generated_tokens: int = 0
     aborted: int = 0
-    failures: list[str] = field(default_factory=list)

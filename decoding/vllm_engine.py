@@ -115,6 +115,7 @@ class VllmEngine:
         params = _sampling_params(options)
         finished = False
         first = True
+        self.counters.running += 1
         try:
             stream = self._llm.generate(
                 {"prompt_token_ids": list(prompt_token_ids)}, params, request_id
@@ -139,11 +140,11 @@ class VllmEngine:
                 finished = out.finished
                 yield chunk
         except EngineDeadError as exc:
-            self.counters.failures.append(repr(exc))
             raise EngineUnavailable(f"the engine of {self.info.model_id!r} is dead") from exc
         except (VLLMClientError, ValueError) as exc:
             raise InvalidRequest(str(exc)) from exc
         finally:
+            self.counters.running -= 1
             if not finished:
                 self.counters.aborted += 1
                 await self.abort([request_id])

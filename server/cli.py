@@ -27,6 +27,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
     p.add_argument("--block-size", type=int, help="KV cache block size in tokens")
     p.add_argument("--max-model-len", type=int, help="context length cap per model")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--default-nudging-model", help="nudger when a request names none")
     p.add_argument("--prepare-only", action="store_true",
                    help="convert/check the models' weights and exit")
     args = vars(p.parse_args(argv))

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     enforce_eager: bool = True
     max_body_bytes: int = Field(4 << 20, gt=0)
     max_n: int = Field(16, ge=1, description="largest `n` a request may ask for")
+    default_nudging_model: str | None = Field(
+        "smollm2-135m-instruct", description="nudger when a request names none"
+    )
 
     def model_post_init(self, _context: object) -> None:
         if self.models_file is not None:

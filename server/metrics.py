@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from decoding.engine import Engine
@@ -58,6 +58,8 @@ class _EngineCollector(Collector):
             "aborted": CounterMetricFamily("align_engine_aborted_requests",
                                            "Engine requests aborted before finishing",
                                            labels=["model"]),
+            "running": GaugeMetricFamily("align_engine_running_requests",
+                                         "Engine requests in flight", labels=["model"]),
         }
         for model_id, engine in self._engines.items():
             for name, family in families.items():

@@ -1,14 +1,19 @@
 """The decoding strategies, by the name a request selects them with."""
 
 from decoding.strategies.base import DecodeRequest, DecodeRun, Strategy, TextDelta
+from decoding.strategies.nudging import NudgingParams, NudgingStrategy
 from decoding.strategies.vanilla import VanillaParams, VanillaStrategy
 
-STRATEGIES: dict[str, Strategy] = {VanillaStrategy.name: VanillaStrategy()}
+STRATEGIES: dict[str, Strategy] = {
+    strategy.name: strategy for strategy in (VanillaStrategy(), NudgingStrategy())
+}
 
 __all__ = [
     "STRATEGIES",
     "DecodeRequest",
     "DecodeRun",
+    "NudgingParams",
+    "NudgingStrategy",
     "Strategy",
     "TextDelta",
     "VanillaParams",

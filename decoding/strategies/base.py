@@ -42,10 +42,16 @@ class DecodeRun:
 
     accounting: TokenAccounting = field(default_factory=TokenAccounting)
     stats: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)  # top-level `alignment` fields
 
 
 class Strategy(Protocol):
+    """A decoding strategy; its capabilities are declared, not discovered by trying."""
+
     name: str
+    needs_messages: bool  # works on a conversation, not on a raw prompt
+    supports_logprobs: bool
+    greedy_default: bool  # temperature 0 unless the request sets one
 
     def run(self, request: DecodeRequest, run: DecodeRun) -> AsyncIterator[TextDelta]: ...
 

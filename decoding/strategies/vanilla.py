@@ -16,8 +16,12 @@ class VanillaParams:
 
 class VanillaStrategy:
     name = "vanilla"
+    needs_messages = False
+    supports_logprobs = True
+    greedy_default = False
 
     async def run(self, request: DecodeRequest, run: DecodeRun) -> AsyncIterator[TextDelta]:
+        run.accounting.prompt_tokens = len(request.prompt_token_ids)
         choices = [self._choice(request, run, index) for index in range(request.n)]
         async for delta in merge_streams(choices):
             yield delta

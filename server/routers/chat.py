@@ -18,7 +18,7 @@ router = APIRouter(tags=["chat"])
 async def create_chat_completion(body: ChatCompletionRequest, request: Request,
                                  engines: EnginesDep, metrics: MetricsDep,
                                  settings: SettingsDep):
-    decoding = prepare_chat(body, engines, metrics, settings.max_n)
+    decoding = prepare_chat(body, engines, metrics, settings)
     if body.stream:
         return StreamingResponse(sse_stream(chat_stream(decoding, body)),
                                  media_type="text/event-stream")

@@ -17,7 +17,7 @@ router = APIRouter(tags=["completions"])
              responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
 async def create_completion(body: CompletionRequest, request: Request, engines: EnginesDep,
                             metrics: MetricsDep, settings: SettingsDep):
-    decoding = prepare_completion(body, engines, metrics, settings.max_n)
+    decoding = prepare_completion(body, engines, metrics, settings)
     if body.stream:
         return StreamingResponse(sse_stream(completion_stream(decoding, body)),
                                  media_type="text/event-stream")

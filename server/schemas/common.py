@@ -68,5 +68,7 @@ class Usage(BaseModel):
 class AlignmentInfo(BaseModel):
     """What the strategy did; present on every response (and the last stream chunk)."""
 
+    model_config = ConfigDict(extra="allow")  # strategy extras, e.g. nudging's `spans`
+
     strategy: str
     stats: dict[str, Any] = Field(default_factory=dict)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 from decoding.engine import Engine
 from decoding.prompts import chat_prompt, resolve_max_tokens
 from decoding.types import Message, TokenLogprob
+from server.config import Settings
 from server.metrics import Metrics
 from server.schemas.chat import (
     AssistantMessage,
@@ -25,10 +26,10 @@ from server.streaming import sse
 
 
 def prepare_chat(body: ChatCompletionRequest, engines: Mapping[str, Engine], metrics: Metrics,
-                 max_n: int) -> Decoding:
+                 settings: Settings) -> Decoding:
     """Validate everything that can fail before the first byte is sent."""
     engine = lookup_engine(engines, body.model)
-    check_n(body, max_n)
+    check_n(body, settings.max_n)
     messages = tuple(
         Message("system" if m.role == "developer" else m.role, m.text()) for m in body.messages
     )
@@ -38,7 +39,7 @@ def prepare_chat(body: ChatCompletionRequest, engines: Mapping[str, Engine], met
     options = sampling_options(body, max_tokens=max_tokens, extra_stop=prompt.stop, logprobs=top)
     return Decoding.prepare(prefix="chatcmpl", endpoint="chat", engine=engine, engines=engines,
                             body=body, prompts=[prompt.token_ids], options=options,
-                            messages=messages, metrics=metrics)
+                            messages=messages, metrics=metrics, settings=settings)
 
 
 def _logprobs(entries: list[TokenLogprob] | None, wanted: bool) -> ChoiceLogprobs | None:

@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from fastapi import Request
@@ -16,9 +16,10 @@ from decoding.errors import ModelNotFound
 from decoding.strategies import STRATEGIES, DecodeRequest, DecodeRun, TextDelta
 from decoding.strategies.base import merge_streams
 from decoding.types import FinishReason, Message, SamplingOptions, TokenLogprob
+from server.config import Settings
 from server.errors import APIError
 from server.metrics import Metrics
-from server.schemas.alignment import Alignment, parse_alignment
+from server.schemas.alignment import Alignment, AlignmentContext, parse_alignment
 from server.schemas.common import AlignmentInfo, PromptTokensDetails, SamplingRequest, Usage
 
 T = TypeVar("T")
@@ -95,8 +96,19 @@ class Decoding:
     def prepare(cls, *, prefix: str, endpoint: str, engine: Engine,
                 engines: Mapping[str, Engine], body: SamplingRequest,
                 prompts: Sequence[list[int]], options: SamplingOptions,
-                messages: tuple[Message, ...] | None, metrics: Metrics) -> Decoding:
-        alignment = parse_alignment(body.alignment)
+                messages: tuple[Message, ...] | None, metrics: Metrics,
+                settings: Settings) -> Decoding:
+        context = AlignmentContext(body.model, engines, settings.default_nudging_model)
+        alignment = parse_alignment(body.alignment, context)
+        strategy = STRATEGIES[alignment.strategy]
+        if strategy.needs_messages and messages is None:
+            raise APIError(400, f"The {strategy.name} strategy works on conversations: use "
+                           "/v1/chat/completions.", param="alignment.strategy")
+        if options.logprobs is not None and not strategy.supports_logprobs:
+            raise APIError(400, f"logprobs are not available with the {strategy.name} "
+                           "strategy.", param="logprobs")
+        if strategy.greedy_default and "temperature" not in body.model_fields_set:
+            options = replace(options, temperature=0.0)
         request_id = f"{prefix}-{uuid.uuid4().hex}"
         requests = [
             DecodeRequest(f"{request_id}-{i}", engine, engines, ids, options, body.n,
@@ -138,7 +150,8 @@ class Decoding:
         return choices
 
     def usage(self) -> Usage:
-        prompt = sum(len(r.prompt_token_ids) for r in self.requests)
+        prompt = sum(run.accounting.prompt_tokens or len(request.prompt_token_ids)
+                     for run, request in zip(self.runs, self.requests, strict=False))
         completion = sum(run.accounting.completion_tokens for run in self.runs)
         cached = sum(run.accounting.cached_prompt_tokens for run in self.runs)
         return Usage(prompt_tokens=prompt, completion_tokens=completion,
@@ -146,9 +159,11 @@ class Decoding:
                      prompt_tokens_details=PromptTokensDetails(cached_tokens=cached))
 
     def alignment_info(self) -> AlignmentInfo:
-        stats = self.runs[0].stats if len(self.runs) == 1 else [r.stats for r in self.runs]
+        if len(self.runs) == 1:
+            return AlignmentInfo(strategy=self.alignment.strategy, stats=self.runs[0].stats,
+                                 **self.runs[0].extras)
         return AlignmentInfo(strategy=self.alignment.strategy,
-                             stats=stats if isinstance(stats, dict) else {"prompts": stats})
+                             stats={"prompts": [run.stats for run in self.runs]})
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:

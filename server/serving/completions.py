@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 from decoding.engine import Engine
 from decoding.prompts import resolve_max_tokens
 from decoding.types import TokenLogprob
+from server.config import Settings
 from server.errors import APIError
 from server.metrics import Metrics
 from server.schemas.completions import (
@@ -20,9 +21,9 @@ from server.streaming import sse
 
 
 def prepare_completion(body: CompletionRequest, engines: Mapping[str, Engine], metrics: Metrics,
-                       max_n: int) -> Decoding:
+                       settings: Settings) -> Decoding:
     engine = lookup_engine(engines, body.model)
-    check_n(body, max_n)
+    check_n(body, settings.max_n)
     if body.suffix is not None:
         raise APIError(400, "suffix is not supported.", param="suffix")
     if body.best_of is not None and body.best_of != body.n:
@@ -35,7 +36,7 @@ def prepare_completion(body: CompletionRequest, engines: Mapping[str, Engine], m
     options = sampling_options(body, max_tokens=max_tokens, logprobs=body.logprobs)
     return Decoding.prepare(prefix="cmpl", endpoint="completions", engine=engine,
                             engines=engines, body=body, prompts=prompts, options=options,
-                            messages=None, metrics=metrics)
+                            messages=None, metrics=metrics, settings=settings)
 
 
 def _prompt_ids(engine: Engine, prompt: str | list[str] | list[int] | list[list[int]]

@@ -7,47 +7,63 @@ import time
 import httpx
 import pytest
 
-from tests.integration.conftest import API_KEY, SMOL
+from tests.integration.conftest import API_KEY, GEMMA, SMOL
 
 pytestmark = pytest.mark.slow
-LONG = {"model": SMOL, "messages": [{"role": "user", "content": "Tell a long story."}],
-        "max_tokens": 1500, "ignore_eos": True}
+STORY = [{"role": "user", "content": "Tell a long story about a dragon."}]
+LONG = {"model": SMOL, "messages": STORY, "max_tokens": 1500, "ignore_eos": True}
+NUDGED = {"model": GEMMA, "messages": STORY, "max_tokens": 1500,
+          "alignment": {"strategy": "nudging", "gamma": 0.4}}
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 
 
-def engine_counter(server_url: str, name: str) -> float:
+def engine_metric(server_url: str, name: str, model: str) -> float:
     text = httpx.get(f"{server_url}/metrics", headers=HEADERS).text
-    line = next(line for line in text.splitlines()
-                if line.startswith(f'{name}{{model="{SMOL}"}}'))
+    line = next(line for line in text.splitlines() if line.startswith(f'{name}{{model="{model}"}}'))
     return float(line.split()[-1])
 
 
-def wait_for_abort(server_url: str, before: float, seconds: float = 5.0) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < seconds:
-        if engine_counter(server_url, "align_engine_aborted_requests_total") > before:
-            return time.monotonic() - start
-        time.sleep(0.1)
-    raise AssertionError("the engine request was not aborted")
+def wait_idle(server_url: str, models: list[str], seconds: float = 3.0) -> None:
+    """Every engine of `models` has no request in flight within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if all(engine_metric(server_url, "align_engine_running_requests", m) == 0
+               for m in models):
+            return
+        time.sleep(0.05)
+    raise AssertionError("engine requests still running after the client left")
+
+
+def stream_then_leave(server_url: str, body: dict) -> None:
+    with (
+        httpx.Client(base_url=server_url, headers=HEADERS, timeout=120) as client,
+        client.stream("POST", "/v1/chat/completions", json=body | {"stream": True}) as r,
+    ):
+        lines = (line for line in r.iter_lines() if line)
+        for _ in range(3):
+            assert next(lines).startswith("data: {")
 
 
 def test_stream_disconnect_aborts(server_url):
-    before = engine_counter(server_url, "align_engine_aborted_requests_total")
-    with (
-        httpx.Client(base_url=server_url, headers=HEADERS, timeout=60) as client,
-        client.stream("POST", "/v1/chat/completions", json=LONG | {"stream": True}) as r,
-    ):
-        lines = r.iter_lines()
-        assert next(lines).startswith("data: ")
-        next(lines)
-    wait_for_abort(server_url, before)
-    generated = engine_counter(server_url, "align_engine_generated_tokens_total")
-    time.sleep(1)
-    assert engine_counter(server_url, "align_engine_generated_tokens_total") == generated
+    aborted = engine_metric(server_url, "align_engine_aborted_requests_total", SMOL)
+    stream_then_leave(server_url, LONG)
+    wait_idle(server_url, [SMOL])
+    assert engine_metric(server_url, "align_engine_aborted_requests_total", SMOL) > aborted
 
 
 def test_non_stream_disconnect_aborts(server_url):
-    before = engine_counter(server_url, "align_engine_aborted_requests_total")
+    aborted = engine_metric(server_url, "align_engine_aborted_requests_total", SMOL)
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server_url}/v1/chat/completions", json=LONG, headers=HEADERS, timeout=1.5)
-    wait_for_abort(server_url, before)
+    wait_idle(server_url, [SMOL])
+    assert engine_metric(server_url, "align_engine_aborted_requests_total", SMOL) > aborted
+
+
+def test_nudging_disconnect_aborts_both_engines(server_url):
+    stream_then_leave(server_url, NUDGED)
+    wait_idle(server_url, [SMOL, GEMMA])
+    generated = [engine_metric(server_url, "align_engine_generated_tokens_total", m)
+                 for m in (SMOL, GEMMA)]
+    time.sleep(1)
+    assert generated == [engine_metric(server_url, "align_engine_generated_tokens_total", m)
+                         for m in (SMOL, GEMMA)]

@@ -19,7 +19,8 @@ def engines() -> dict[str, StandInEngine]:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(api_keys=[API_KEY], models=[], max_body_bytes=20_000, max_n=4)
+    return Settings(api_keys=[API_KEY], models=[], max_body_bytes=20_000, max_n=4,
+                    default_nudging_model="chat")
 
 
 @pytest.fixture
