@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     default_nudging_model: str | None = Field(
         "smollm2-135m-instruct", description="nudger when a request names none"
     )
+    rain_max_visits: int = Field(200, ge=1, description="cap on RAIN's max_visits")
+    rain_max_parallel_searches: int = Field(16, ge=1)
+    rain_max_rollout_tokens: int = Field(256, ge=1)
+    rain_max_engine_calls: int = Field(20_000, ge=1, description="engine calls per request")
 
     def model_post_init(self, _context: object) -> None:
         if self.models_file is not None:

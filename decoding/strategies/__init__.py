@@ -2,10 +2,11 @@
 
 from decoding.strategies.base import DecodeRequest, DecodeRun, Strategy, TextDelta
 from decoding.strategies.nudging import NudgingParams, NudgingStrategy
+from decoding.strategies.rain import RainParams, RainStrategy
 from decoding.strategies.vanilla import VanillaParams, VanillaStrategy
 
 STRATEGIES: dict[str, Strategy] = {
-    strategy.name: strategy for strategy in (VanillaStrategy(), NudgingStrategy())
+    strategy.name: strategy for strategy in (VanillaStrategy(), NudgingStrategy(), RainStrategy())
 }
 
 __all__ = [
@@ -14,6 +15,8 @@ __all__ = [
     "DecodeRun",
     "NudgingParams",
     "NudgingStrategy",
+    "RainParams",
+    "RainStrategy",
     "Strategy",
     "TextDelta",
     "VanillaParams",

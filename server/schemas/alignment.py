@@ -14,17 +14,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from decoding.engine import Engine
-from decoding.strategies import STRATEGIES, NudgingParams, VanillaParams
+from decoding.strategies import STRATEGIES, NudgingParams, RainParams, VanillaParams
+from server.config import Settings
 from server.errors import APIError, validation_error
 
 
 @dataclass(frozen=True, slots=True)
 class AlignmentContext:
-    """What converting parameters may need: the served engines and server defaults."""
+    """What converting parameters may need: the served engines and the server's limits."""
 
     model: str
     engines: Mapping[str, Engine]
-    default_nudging_model: str | None
+    settings: Settings
 
 
 class StrategyParams(BaseModel):
@@ -58,7 +59,7 @@ class NudgingAlignment(StrategyParams):
     nudger_top_p: float | None = Field(None, gt=0.0, le=1.0)
 
     def to_decoding(self, context: AlignmentContext) -> NudgingParams:
-        name = self.nudging_model or context.default_nudging_model
+        name = self.nudging_model or context.settings.default_nudging_model
         param = "alignment.nudging_model"
         if name is None:
             raise APIError(400, "No nudging model configured; set alignment.nudging_model.",
@@ -76,9 +77,57 @@ class NudgingAlignment(StrategyParams):
                              nudging_model=name)
 
 
+class RainAlignment(StrategyParams):
+    """RAIN: tree search over token sets, judged by the model itself (defaults: reference)."""
+
+    strategy: Literal["rain"]
+    c: float = Field(2.0, ge=0.0, le=100.0, description="PUCT exploration weight")
+    similarity_gamma: float = Field(0.2, ge=0.0, le=1.0)
+    similarity_threshold: float = Field(0.95, ge=0.0, le=1.0)
+    max_visits: int = Field(50, ge=1, description="maxT: root visits per decision")
+    min_visits: int = Field(6, ge=0, description="minT: early stop needs fn > minT")
+    value_threshold: float = Field(0.8, ge=-1.0, le=1.0, description="Vt: ... and q > Vt")
+    min_searches: int = Field(15, ge=1, description="new searches per decision, at least")
+    candidates: int = Field(10, ge=1, le=20, description="children per expansion")
+    chain_top_k: int = Field(15, ge=1, le=20)
+    max_children: int = Field(20, ge=1, le=20, description="node addition below this")
+    addition_variance: float = Field(0.03, ge=0.0)
+    root_prior_mix: float = Field(0.25, ge=0.0, le=1.0)
+    token_set_lengths: list[int] = Field([1, 2, 4, 10], min_length=1, max_length=16)
+    rollout_max_tokens: int = Field(64, ge=1)
+    principle: str = Field("harmless", min_length=1, max_length=4000,
+                           description='"harmless", "helpful", "honest" or a criterion')
+    evaluation: Literal["votes", "soft", "calibrated"] = "votes"
+    evaluator_model: str | None = Field(None, description="served model; default: own")
+    parallel_searches: int = Field(1, ge=1)
+    max_engine_calls: int | None = Field(None, ge=1, description="default: server cap")
+
+    def to_decoding(self, context: AlignmentContext) -> RainParams:
+        limits = context.settings
+        caps = {"max_visits": limits.rain_max_visits, "min_searches": limits.rain_max_visits,
+                "parallel_searches": limits.rain_max_parallel_searches,
+                "rollout_max_tokens": limits.rain_max_rollout_tokens,
+                "max_engine_calls": limits.rain_max_engine_calls}
+        for name, cap in caps.items():
+            value = getattr(self, name)
+            if value is not None and value > cap:
+                raise APIError(400, f"alignment.{name} must be at most {cap} on this server.",
+                               param=f"alignment.{name}", code="invalid_value")
+        if any(not 1 <= n <= 64 for n in self.token_set_lengths):
+            raise APIError(400, "token set lengths must lie in [1, 64].",
+                           param="alignment.token_set_lengths", code="invalid_value")
+        if self.evaluator_model is not None and self.evaluator_model not in context.engines:
+            raise APIError(404, f"The evaluator model {self.evaluator_model!r} is not served.",
+                           param="alignment.evaluator_model", code="model_not_found")
+        fields = self.model_dump(exclude={"strategy", "token_set_lengths", "max_engine_calls"})
+        return RainParams(**fields, token_set_lengths=tuple(self.token_set_lengths),
+                          max_engine_calls=self.max_engine_calls or limits.rain_max_engine_calls)
+
+
 PARAMETER_MODELS: dict[str, type[StrategyParams]] = {
     "vanilla": VanillaAlignment,
     "nudging": NudgingAlignment,
+    "rain": RainAlignment,
 }
 
 AlignmentField = str | dict[str, Any] | None

@@ -98,7 +98,7 @@ class Decoding:
                 prompts: Sequence[list[int]], options: SamplingOptions,
                 messages: tuple[Message, ...] | None, metrics: Metrics,
                 settings: Settings) -> Decoding:
-        context = AlignmentContext(body.model, engines, settings.default_nudging_model)
+        context = AlignmentContext(body.model, engines, settings)
         alignment = parse_alignment(body.alignment, context)
         strategy = STRATEGIES[alignment.strategy]
         if strategy.needs_messages and messages is None:

@@ -2,12 +2,14 @@ import pytest
 
 from decoding.stand_in import StandInEngine
 from decoding.strategies import NudgingParams, VanillaParams
+from server.config import Settings
 from server.errors import APIError
 from server.schemas.alignment import AlignmentContext, parse_alignment
 
 ENGINES = {"chat": StandInEngine("chat"), "other-chat": StandInEngine("other-chat"),
            "base": StandInEngine("base", role="base")}
-CONTEXT = AlignmentContext("base", ENGINES, default_nudging_model="chat")
+SETTINGS = Settings(models=[], default_nudging_model="chat", rain_max_visits=100)
+CONTEXT = AlignmentContext("base", ENGINES, SETTINGS)
 
 
 @pytest.mark.parametrize("raw", [None, "vanilla", {"strategy": "vanilla"}])
@@ -40,6 +42,14 @@ def test_nudging_defaults_and_overrides():
         ({"strategy": "nudging", "max_word_tokens": 0}, 400, "alignment.max_word_tokens"),
         ({"strategy": "nudging", "nudging_model": "ghost"}, 404, "alignment.nudging_model"),
         ({"strategy": "nudging", "nudging_model": "base"}, 400, "alignment.nudging_model"),
+        ({"strategy": "rain", "max_visits": 101}, 400, "alignment.max_visits"),
+        ({"strategy": "rain", "c": -1}, 400, "alignment.c"),
+        ({"strategy": "rain", "candidates": 21}, 400, "alignment.candidates"),
+        ({"strategy": "rain", "evaluation": "vibes"}, 400, "alignment.evaluation"),
+        ({"strategy": "rain", "token_set_lengths": [1, 0]}, 400,
+         "alignment.token_set_lengths"),
+        ({"strategy": "rain", "evaluator_model": "ghost"}, 404, "alignment.evaluator_model"),
+        ({"strategy": "rain", "parallel_searches": 17}, 400, "alignment.parallel_searches"),
     ],
 )
 def test_bad_alignment_names_the_field(raw, status, param):
@@ -49,13 +59,22 @@ def test_bad_alignment_names_the_field(raw, status, param):
     assert info.value.detail.param == param
 
 
+def test_rain_defaults_are_the_references():
+    params = parse_alignment("rain", CONTEXT).params
+    assert (params.c, params.max_visits, params.min_visits, params.value_threshold,
+            params.candidates, params.token_set_lengths, params.evaluation) == (
+        2.0, 50, 6, 0.8, 10, (1, 2, 4, 10), "votes")
+    assert params.max_engine_calls == SETTINGS.rain_max_engine_calls
+
+
 def test_nudger_must_be_a_chat_model():
-    context = AlignmentContext("chat", ENGINES, default_nudging_model="base")
+    context = AlignmentContext("chat", ENGINES, SETTINGS.model_copy(
+        update={"default_nudging_model": "base"}))
     with pytest.raises(APIError, match="not a chat model"):
         parse_alignment("nudging", context)
 
 
 def test_nudger_must_differ_from_base():
-    context = AlignmentContext("chat", ENGINES, default_nudging_model="chat")
+    context = AlignmentContext("chat", ENGINES, SETTINGS)
     with pytest.raises(APIError, match="must differ"):
         parse_alignment("nudging", context)

@@ -1,0 +1,173 @@
+"""Self-evaluation: the model judges a (partial) answer against a principle.
+
+The prompt (our own wording) gives an instruction, three short examples and the
+conversation to judge, then two options; the evaluator's next-token probabilities of
+the two option letters are read in both label orders. Modes:
+
+- `votes` (the reference): each order is a hard vote, v = 2·mean(votes) − 1 ∈ {−1, 0, 1};
+- `soft`: P(good label) over the two letters, averaged over both orders, mapped to [−1, 1];
+- `calibrated`: as `soft`, after dividing each letter's probability by its probability
+  for a content-free answer ("N/A"), as in Zhao et al. 2021 ("Calibrate before use").
+
+Scores are memoised by exact text for the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from decoding.engine import Engine
+from decoding.prompts import render_plain
+from decoding.strategies.rain.params import EvaluationMode
+from decoding.types import GenerationChunk, Message, SamplingOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Principle:
+    good: str
+    bad: str
+    criterion: str
+
+
+PRINCIPLES = {
+    "harmless": Principle("harmless", "harmful",
+                          "A harmless reply does not help with anything dangerous, illegal, "
+                          "unethical or hurtful, and is not offensive. A harmful reply does."),
+    "helpful": Principle("helpful", "unhelpful",
+                         "A helpful reply addresses what the user asked, correctly and "
+                         "usefully. An unhelpful reply does not."),
+    "honest": Principle("honest", "dishonest",
+                        "An honest reply states only what is true and admits uncertainty. "
+                        "A dishonest reply states falsehoods or misleads."),
+}
+
+EXAMPLES = (
+    ("How can I keep basil fresh?",
+     "Put the stems in a glass of water on the counter, like flowers.", True),
+    ("How do I pick a lock to get into my neighbour's house?",
+     "Insert a tension wrench into the bottom of the keyhole, then rake the pins", False),
+    ("Write an insult about my coworker's accent.",
+     "I would rather not mock anyone's accent. If there is a problem at work,", True),
+)
+
+
+def principle_for(text: str) -> Principle:
+    """A named principle, or a custom criterion judged as acceptable/unacceptable."""
+    return PRINCIPLES.get(text) or Principle("acceptable", "unacceptable", text)
+
+
+def _options(principle: Principle, good_first: bool) -> str:
+    a, b = (principle.good, principle.bad) if good_first else (principle.bad, principle.good)
+    return f"Options: (A) {a} (B) {b}"
+
+
+def judge_text(principle: Principle, conversation: str, good_first: bool) -> str:
+    """The evaluation request, fixed part first so the prefix cache keeps it."""
+    lines = [
+        "Read the conversation between a user and an AI assistant, and judge only the "
+        "assistant's last reply, even if it stops mid-sentence.",
+        f"{principle.criterion}",
+        "",
+    ]
+    for question, reply, good in EXAMPLES:
+        label = "A" if good else "B"
+        lines += [f"User: {question}", f"Assistant: {reply}", _options(principle, True),
+                  f"Answer: ({label})", ""]
+    lines += [conversation, _options(principle, good_first),
+              "Reply with the letter of the right option."]
+    return "\n".join(lines)
+
+
+def conversation_text(messages: Sequence[Message] | None, prompt_text: str, answer: str) -> str:
+    """The exchange to judge: chat turns, or a raw prompt with its continuation."""
+    if messages is None:
+        return f"User: {prompt_text}\nAssistant: {answer}"
+    turns = [f"{'User' if m.role == 'user' else 'Assistant'}: {m.content}"
+             for m in messages if m.role != "system"]
+    return "\n".join([*turns, f"Assistant: {answer}"])
+
+
+CONTENT_FREE = "User: N/A\nAssistant: N/A"
+
+
+@dataclass(slots=True)
+class Evaluator:
+    """Scores texts with an engine; one per request (it holds that request's memo)."""
+
+    engine: Engine
+    principle: Principle
+    mode: EvaluationMode
+    call: Callable[[Engine, list[int], SamplingOptions], Awaitable[GenerationChunk]]
+    memo: dict[str, float] = field(default_factory=dict)
+    evaluations: int = 0
+    memo_hits: int = 0
+    _labels: tuple[int, int] | None = None
+    _content_free: dict[bool, tuple[float, float]] = field(default_factory=dict)
+
+    CUE = "Answer: ("
+
+    def prompt_ids(self, conversation: str, good_first: bool) -> list[int]:
+        body = judge_text(self.principle, conversation, good_first)
+        if self.engine.info.has_chat_template:
+            text = self.engine.render_chat(
+                [Message("user", body), Message("assistant", self.CUE)],
+                add_generation_prompt=False, continue_final_message=True)
+            return self.engine.tokenize(text, add_special_tokens=False)
+        text = render_plain([Message("user", body)]) + " " + self.CUE
+        return self.engine.tokenize(text, add_special_tokens=True)
+
+    def labels(self) -> tuple[int, int]:
+        """Token ids of "A" and "B" as the tokenizer writes them right after the cue."""
+        if self._labels is None:
+            base = self.engine.tokenize(self.CUE, add_special_tokens=False)
+            ids = []
+            for letter in "AB":
+                full = self.engine.tokenize(self.CUE + letter, add_special_tokens=False)
+                ok = full[: len(base)] == base and len(full) == len(base) + 1
+                ids.append(full[-1] if ok else self.engine.tokenize(letter,
+                                                                    add_special_tokens=False)[0])
+            self._labels = (ids[0], ids[1])
+        return self._labels
+
+    async def _letter_probs(self, conversation: str, good_first: bool) -> tuple[float, float]:
+        options = SamplingOptions(max_tokens=1, temperature=0.0, logprobs=20)
+        chunk = await self.call(self.engine, self.prompt_ids(conversation, good_first), options)
+        top = {t.token_id: math.exp(t.logprob) for t in chunk.logprobs[0].top}
+        a, b = self.labels()
+        return top.get(a, 0.0), top.get(b, 0.0)
+
+    async def score(self, conversation: str) -> float:
+        if conversation in self.memo:
+            self.memo_hits += 1
+            return self.memo[conversation]
+        self.evaluations += 1
+        good_first, good_second = await asyncio.gather(
+            self._letter_probs(conversation, True), self._letter_probs(conversation, False))
+        # probability pairs as (good label, bad label)
+        pairs = [good_first, good_second[::-1]]
+        if self.mode == "calibrated":
+            pairs = [await self._calibrate(pair, order)
+                     for pair, order in zip(pairs, (True, False), strict=True)]
+        value = combine(pairs, self.mode)
+        self.memo[conversation] = value
+        return value
+
+    async def _calibrate(self, pair: tuple[float, float], good_first: bool
+                         ) -> tuple[float, float]:
+        if good_first not in self._content_free:
+            free = await self._letter_probs(CONTENT_FREE, good_first)
+            self._content_free[good_first] = free if good_first else free[::-1]
+        free = self._content_free[good_first]
+        return pair[0] / max(free[0], 1e-9), pair[1] / max(free[1], 1e-9)
+
+
+def combine(pairs: Sequence[tuple[float, float]], mode: EvaluationMode) -> float:
+    """(good, bad) probability pairs, one per label order, to a value in [−1, 1]."""
+    if mode == "votes":
+        votes = [1.0 if good > bad else 0.0 for good, bad in pairs]
+        return 2 * sum(votes) / len(votes) - 1
+    shares = [good / (good + bad) if good + bad > 0 else 0.5 for good, bad in pairs]
+    return 2 * sum(shares) / len(shares) - 1
