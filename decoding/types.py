@@ -84,6 +84,9 @@ class TokenAccounting:
     engine_cached_tokens: int = 0
 
     def record_engine_request(self, chunk: GenerationChunk) -> None:
+        """Count one engine request; the first one's cache hits are the prompt's."""
+        if not self.engine_requests:
+            self.cached_prompt_tokens = chunk.cached_tokens
         self.engine_requests += 1
         self.engine_prompt_tokens += chunk.prompt_tokens
         self.engine_cached_tokens += chunk.cached_tokens

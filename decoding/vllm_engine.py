@@ -150,15 +150,17 @@ class VllmEngine:
                 await self.abort([request_id])
 
     async def abort(self, request_ids: Sequence[str]) -> None:
-        if not self._llm.errored:
+        if hasattr(self, "_llm") and not self._llm.errored:
             await self._llm.abort(list(request_ids))
 
     async def check_health(self) -> None:
-        if self._llm.errored:
+        if not hasattr(self, "_llm") or self._llm.errored:
             raise EngineUnavailable(f"the engine of {self.info.model_id!r} is dead")
 
     async def shutdown(self) -> None:
         self._llm.shutdown()
+        # Drop the engine now: its __del__ shuts down again, which fails at interpreter exit.
+        del self._llm
 
 
 def _sampling_params(options: SamplingOptions) -> SamplingParams:

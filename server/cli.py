@@ -28,6 +28,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
     p.add_argument("--max-model-len", type=int, help="context length cap per model")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--default-nudging-model", help="nudger when a request names none")
+    p.add_argument("--rain-max-visits", type=int, help="cap on RAIN's max_visits")
+    p.add_argument("--rain-max-parallel-searches", type=int)
+    p.add_argument("--rain-max-rollout-tokens", type=int)
+    p.add_argument("--rain-max-engine-calls", type=int, help="engine calls per RAIN request")
     p.add_argument("--prepare-only", action="store_true",
                    help="convert/check the models' weights and exit")
     args = vars(p.parse_args(argv))

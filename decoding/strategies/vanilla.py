@@ -44,8 +44,6 @@ class VanillaStrategy:
                 if first:
                     first = False
                     run.accounting.record_engine_request(chunk)
-                    if index == 0:
-                        run.accounting.cached_prompt_tokens = chunk.cached_tokens
                 run.accounting.completion_tokens += len(chunk.token_ids)
                 yield TextDelta(
                     index, chunk.text, chunk.token_ids, chunk.logprobs, chunk.finish_reason

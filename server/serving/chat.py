@@ -81,21 +81,24 @@ async def chat_stream(decoding: Decoding, body: ChatCompletionRequest) -> AsyncI
     for index in range(n_choices):
         first = ChatChunkChoice(index=index, delta=DeltaMessage(role="assistant", content=""))
         yield sse(chunk([first]), exclude=(exclude or set()) | {"alignment"})
-    last: ChatCompletionChunk | None = None
+    held: list[ChatCompletionChunk] = []  # finishing chunks wait for the final stats
     async for delta in decoding.deltas():
-        if last is not None:
-            yield sse(last, exclude=(exclude or set()) | {"alignment"})
         content = delta.text if delta.text or not delta.finish_reason else None
-        last = chunk([ChatChunkChoice(
+        out = chunk([ChatChunkChoice(
             index=delta.index, delta=DeltaMessage(content=content),
             logprobs=_logprobs(delta.logprobs, body.logprobs),
             finish_reason=delta.finish_reason,
         )])
+        if delta.finish_reason:
+            held.append(out)
+        else:
+            yield sse(out, exclude=(exclude or set()) | {"alignment"})
     if include_usage:
-        if last is not None:
-            yield sse(last, exclude={"alignment"})
-        last = chunk([])
-        last.usage = decoding.usage()
-    if last is not None:
-        last.alignment = decoding.alignment_info()
-        yield sse(last, exclude=exclude)
+        for out in held:
+            yield sse(out, exclude={"alignment"})
+        held = [chunk([])]
+        held[-1].usage = decoding.usage()
+    for out in held[:-1]:
+        yield sse(out, exclude=(exclude or set()) | {"alignment"})
+    held[-1].alignment = decoding.alignment_info()
+    yield sse(held[-1], exclude=exclude)

@@ -94,10 +94,8 @@ async def completion_stream(decoding: Decoding, body: CompletionRequest) -> Asyn
     exclude = None if include_usage else {"usage"}
     offsets = [0] * (len(decoding.requests) * body.n)
     echoed = [False] * len(offsets)
-    last: Completion | None = None
+    held: list[Completion] = []  # finishing chunks wait for the final stats
     async for delta in decoding.deltas():
-        if last is not None:
-            yield sse(last, exclude=(exclude or set()) | {"alignment"})
         text = delta.text
         if not echoed[delta.index]:
             echoed[delta.index] = True
@@ -106,15 +104,20 @@ async def completion_stream(decoding: Decoding, body: CompletionRequest) -> Asyn
         if body.logprobs is not None:
             logprobs = _logprobs(delta.logprobs or [], offsets[delta.index])
         offsets[delta.index] += len(delta.text)
-        last = Completion(id=decoding.request_id, created=decoding.created,
-                          model=decoding.model, choices=[CompletionChoice(
-                              index=delta.index, text=text, logprobs=logprobs,
-                              finish_reason=delta.finish_reason)])
+        out = Completion(id=decoding.request_id, created=decoding.created,
+                         model=decoding.model, choices=[CompletionChoice(
+                             index=delta.index, text=text, logprobs=logprobs,
+                             finish_reason=delta.finish_reason)])
+        if delta.finish_reason:
+            held.append(out)
+        else:
+            yield sse(out, exclude=(exclude or set()) | {"alignment"})
     if include_usage:
-        if last is not None:
-            yield sse(last, exclude={"alignment"})
-        last = Completion(id=decoding.request_id, created=decoding.created,
-                          model=decoding.model, choices=[], usage=decoding.usage())
-    if last is not None:
-        last.alignment = decoding.alignment_info()
-        yield sse(last, exclude=exclude)
+        for out in held:
+            yield sse(out, exclude={"alignment"})
+        held = [Completion(id=decoding.request_id, created=decoding.created,
+                           model=decoding.model, choices=[], usage=decoding.usage())]
+    for out in held[:-1]:
+        yield sse(out, exclude=(exclude or set()) | {"alignment"})
+    held[-1].alignment = decoding.alignment_info()
+    yield sse(held[-1], exclude=exclude)

@@ -34,13 +34,13 @@ def wait_idle(server_url: str, models: list[str], seconds: float = 3.0) -> None:
     raise AssertionError("engine requests still running after the client left")
 
 
-def stream_then_leave(server_url: str, body: dict) -> None:
+def stream_then_leave(server_url: str, body: dict, events: int = 3) -> None:
     with (
         httpx.Client(base_url=server_url, headers=HEADERS, timeout=120) as client,
         client.stream("POST", "/v1/chat/completions", json=body | {"stream": True}) as r,
     ):
         lines = (line for line in r.iter_lines() if line)
-        for _ in range(3):
+        for _ in range(events):
             assert next(lines).startswith("data: {")
 
 

@@ -28,7 +28,6 @@ from decoding.strategies.rain.tree import (
     backup,
     clamp_greedy_prior,
     commit_choice,
-    count_nodes,
     mix_priors,
     normalise,
     reroot,
@@ -64,6 +63,7 @@ class RainSearch:
     calls: int = 0
     searches: int = 0
     committed_sets: int = 0
+    tree_nodes: int = 1
     node_additions: int = 0
     similarity_updates: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -150,6 +150,7 @@ class RainSearch:
                  terminal=tokens[-1] in eos)
             for (tokens, w), prior in zip(chosen, priors, strict=True)
         ]
+        self.tree_nodes += len(node.children)
 
     async def chains(self, ids: list[int], length: int, count: int
                      ) -> list[tuple[tuple[int, ...], float]]:
@@ -199,6 +200,7 @@ class RainSearch:
         node.children.append(Node(new[0], prior, node.depth + 1, weight=new[1], parent=node,
                                   terminal=new[0][-1] in self.engine.info.eos_token_ids))
         self.node_additions += 1
+        self.tree_nodes += 1
 
     def answer_text(self, extra: list[int]) -> str:
         return self.engine.detokenize(self.committed + extra)
@@ -326,7 +328,7 @@ class RainSearch:
             "evaluations": self.evaluator.evaluations,
             "evaluation_memo_hits": self.evaluator.memo_hits,
             "committed_sets": self.committed_sets,
-            "tree_nodes": count_nodes(self.root),
+            "tree_nodes": self.tree_nodes,
             "node_additions": self.node_additions,
             "similarity_updates": self.similarity_updates,
             "engine_calls": self.calls,

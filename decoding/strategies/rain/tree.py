@@ -144,7 +144,3 @@ def reroot(child: Node, mix: float) -> Node:
                           strict=True):
             kid.prior = p
     return child
-
-
-def count_nodes(root: Node) -> int:
-    return 1 + sum(count_nodes(child) for child in root.children)

@@ -1,0 +1,75 @@
+"""RAIN on the real default chat model, with a small budget to keep the suite quick."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from tests.integration.conftest import API_KEY, SMOL
+from tests.integration.test_disconnect import engine_metric, stream_then_leave, wait_idle
+
+pytestmark = pytest.mark.slow
+MESSAGES = [{"role": "user", "content": "How do I pick a lock?"}]
+BUDGET = {"strategy": "rain", "max_visits": 6, "min_searches": 2, "parallel_searches": 2}
+
+
+@pytest.fixture
+def sdk(server_url):
+    return openai.OpenAI(base_url=f"{server_url}/v1", api_key=API_KEY,
+                         _strict_response_validation=True, max_retries=0, timeout=300)
+
+
+def rain(sdk, **extra):
+    return sdk.chat.completions.create(model=SMOL, messages=MESSAGES, max_tokens=10, seed=5,
+                                       extra_body={"alignment": BUDGET | extra})
+
+
+def test_stats_are_consistent(sdk):
+    reply = rain(sdk)
+    stats = reply.model_extra["alignment"]["stats"]
+    assert reply.choices[0].message.content
+    assert reply.usage.completion_tokens <= 10
+    assert stats["committed_sets"] >= 1 and stats["searches"] >= stats["committed_sets"]
+    assert stats["evaluations"] + stats["evaluation_memo_hits"] == stats["searches"]
+    assert stats["tree_nodes"] > stats["committed_sets"]
+    assert stats["engine_calls"] >= stats["evaluations"] * 2
+    assert 0 <= stats["prefix_cache_hit_rate"] <= 1
+    assert set(stats["seconds"]) >= {"select", "expand", "evaluate", "embed", "backup"}
+
+
+def test_seed_reproducible_and_stream_equals_whole(sdk):
+    first = rain(sdk).choices[0].message.content
+    assert rain(sdk).choices[0].message.content == first
+    chunks = list(sdk.chat.completions.create(
+        model=SMOL, messages=MESSAGES, max_tokens=10, seed=5, stream=True,
+        extra_body={"alignment": BUDGET}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == first
+    assert chunks[-1].model_extra["alignment"]["strategy"] == "rain"
+
+
+@pytest.mark.parametrize("evaluation", ["soft", "calibrated"])
+def test_other_evaluation_modes_run(sdk, evaluation):
+    reply = rain(sdk, evaluation=evaluation, principle="Never mention tools.")
+    assert reply.model_extra["alignment"]["stats"]["evaluations"] >= 1
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"max_visits": 10**6}, "alignment.max_visits"),
+    ({"candidates": 50}, "alignment.candidates"),
+    ({"evaluation": "guess"}, "alignment.evaluation"),
+    ({"evaluator_model": "ghost"}, "alignment.evaluator_model"),
+])
+def test_bounded_parameters_rejected(sdk, extra, param):
+    with pytest.raises(openai.APIStatusError) as info:
+        rain(sdk, **extra)
+    assert info.value.status_code in (400, 404)
+    assert info.value.body["param"] == param
+
+
+def test_disconnect_aborts_the_search(server_url):
+    body = {"model": SMOL, "messages": MESSAGES, "max_tokens": 200,
+            "alignment": {"strategy": "rain", "parallel_searches": 4}}
+    before = engine_metric(server_url, "align_engine_requests_total", SMOL)
+    stream_then_leave(server_url, body, events=2)  # the role chunk, then a committed set
+    wait_idle(server_url, [SMOL])
+    assert engine_metric(server_url, "align_engine_requests_total", SMOL) > before
