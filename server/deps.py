@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from decoding.engine import Engine
+from server.admission import Admission
 from server.config import Settings
 from server.errors import APIError
 from server.metrics import Metrics
@@ -26,9 +27,14 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def get_admission(request: Request) -> Admission:
+    return request.app.state.admission
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EnginesDep = Annotated[Mapping[str, Engine], Depends(get_engines)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+AdmissionDep = Annotated[Admission, Depends(get_admission)]
 
 
 async def require_api_key(request: Request, settings: SettingsDep) -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from decoding.engine import Engine
+from decoding.errors import ModelUnavailable
+from decoding.remote_engine import RemoteConfig, RemoteEngine
 from decoding.weights import resolve_weights
 from server.config import Settings
 
@@ -13,11 +16,19 @@ logger = logging.getLogger(__name__)
 
 
 def prepare_models(settings: Settings) -> dict[str, str]:
-    """Resolve (and convert once) every model's weights; model id → local folder."""
+    """Resolve (and convert once) every model's weights; model id → local folder.
+
+    A remote model needs only its tokenizer here: a folder with the tokenizer files will do.
+    """
     folders = {}
     for spec in settings.models:
-        folders[spec.id] = str(resolve_weights(spec.source, settings.cache_dir))
-        logger.info("model %s: weights in %s", spec.id, folders[spec.id])
+        try:
+            folders[spec.id] = str(resolve_weights(spec.source, settings.cache_dir))
+        except ModelUnavailable:
+            if not (spec.remote_url and Path(spec.source).expanduser().is_dir()):
+                raise
+            folders[spec.id] = str(Path(spec.source).expanduser())
+        logger.info("model %s: files in %s", spec.id, folders[spec.id])
     return folders
 
 
@@ -30,6 +41,14 @@ async def start_engines(settings: Settings) -> dict[str, Engine]:
     try:
         for spec in settings.models:
             start = time.monotonic()
+            if spec.remote_url:
+                engines[spec.id] = await RemoteEngine.start(RemoteConfig(
+                    model_id=spec.id, url=spec.remote_url,
+                    remote_model=spec.remote_model or spec.id, tokenizer_dir=folders[spec.id],
+                    api_key=spec.remote_api_key, role=spec.role,
+                    timeout=settings.request_timeout or 3600))
+                logger.info("model %s: remote engine at %s", spec.id, spec.remote_url)
+                continue
             engines[spec.id] = VllmEngine.start(EngineConfig(
                 model_id=spec.id,
                 weights_dir=folders[spec.id],

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from server.deps import EnginesDep, MetricsDep, SettingsDep
+from server.deps import AdmissionDep, EnginesDep, MetricsDep, SettingsDep
 from server.errors import ErrorResponse
 from server.schemas.completions import Completion, CompletionRequest
 from server.serving.common import until_disconnected
@@ -16,8 +16,10 @@ router = APIRouter(tags=["completions"])
 @router.post("/v1/completions", response_model=Completion,
              responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
 async def create_completion(body: CompletionRequest, request: Request, engines: EnginesDep,
-                            metrics: MetricsDep, settings: SettingsDep):
+                            metrics: MetricsDep, settings: SettingsDep,
+                            admission: AdmissionDep):
     decoding = prepare_completion(body, engines, metrics, settings)
+    admission.reserve(body.model, decoding)
     if body.stream:
         return StreamingResponse(sse_stream(completion_stream(decoding, body)),
                                  media_type="text/event-stream")

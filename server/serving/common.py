@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -78,7 +78,7 @@ class Choice:
         self.finish_reason = delta.finish_reason or self.finish_reason
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class Decoding:
     """A validated request ready to run: the strategy, its inputs and its bookkeeping."""
 
@@ -88,9 +88,11 @@ class Decoding:
     requests: list[DecodeRequest]
     metrics: Metrics
     endpoint: str
+    deadline: float | None = None
     runs: list[DecodeRun] = field(default_factory=list)
     created: int = field(default_factory=lambda: int(time.time()))
     started: float = field(default_factory=time.monotonic)
+    release: Callable[[], None] = lambda: None  # set by the admission gate
 
     @classmethod
     def prepare(cls, *, prefix: str, endpoint: str, engine: Engine,
@@ -115,7 +117,8 @@ class Decoding:
                           messages, alignment.params)
             for i, ids in enumerate(prompts)
         ]
-        return cls(request_id, body.model, alignment, requests, metrics, endpoint)
+        return cls(request_id, body.model, alignment, requests, metrics, endpoint,
+                   deadline=settings.request_timeout or None)
 
     async def deltas(self) -> AsyncIterator[TextDelta]:
         """All prompts' deltas; choice index = prompt index × n + the strategy's index."""
@@ -130,13 +133,20 @@ class Decoding:
 
         status = "error"
         try:
-            async for delta in merge_streams([one(i) for i in range(len(self.requests))]):
-                yield delta
+            async with asyncio.timeout(self.deadline):
+                async for delta in merge_streams([one(i) for i in range(len(self.requests))]):
+                    yield delta
             status = "ok"
+        except TimeoutError:
+            status = "timeout"
+            raise APIError(503, f"The request did not finish within {self.deadline} s; its "
+                           "engine requests were aborted.", type="service_unavailable_error",
+                           code="deadline_exceeded") from None
         except (asyncio.CancelledError, GeneratorExit):
             status = "cancelled"
             raise
         finally:
+            self.release()
             usage = self.usage()
             self.metrics.record_request(
                 endpoint=self.endpoint, strategy=self.alignment.strategy, status=status,

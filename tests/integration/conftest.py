@@ -6,70 +6,19 @@ made it, so a test session talks HTTP to it); both servers start side by side.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
+from clients.servers import Launched, free_port, ours, vllm_server
 from decoding.weights import resolve_weights
 from server.config import Settings
 
 API_KEY = "sk-test-key"
 SMOL, GEMMA, TINY = "smollm2-135m-instruct", "gemma-3-270m", "tiny-llama"
 TINY_CONTEXT = 256
-STARTUP_SECONDS = 600
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Launched:
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    def wait_healthy(self) -> None:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.url} exited; log:\n{self.log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise TimeoutError(f"{self.url} not healthy in {STARTUP_SECONDS} s")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
-def launch(args: list[str], port: int, log: Path) -> Launched:
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, *args], stdout=out, stderr=subprocess.STDOUT,
-                                   env=env, start_new_session=True)
-    return Launched(f"http://127.0.0.1:{port}", process, log)
-
-
 @pytest.fixture(scope="session")
 def weights() -> dict[str, Path]:
     cache = Settings().cache_dir
@@ -104,15 +53,10 @@ def launched(tmp_path_factory, weights, tiny_llama) -> Iterator[dict[str, Launch
     )
     ours_port, vllm_port = free_port(), free_port()
     servers = {
-        "ours": launch(["-m", "server", "--port", str(ours_port), "--models-file",
-                        str(models_file), "--api-key", API_KEY, "--kv-cache-gib", "0.5",
-                        "--max-model-len", "2048"], ours_port, logs / "ours.log"),
-        "vllm": launch(["-m", "vllm.entrypoints.openai.api_server", "--model",
-                        str(weights[SMOL]), "--served-model-name", SMOL, "--port",
-                        str(vllm_port), "--host", "127.0.0.1", "--max-model-len", "2048",
-                        "--block-size", "32", "--enable-prefix-caching", "--enforce-eager",
-                        "--dtype", "bfloat16", "--kv-cache-memory-bytes", str(512 << 20),
-                        "--seed", "0"], vllm_port, logs / "vllm.log"),
+        "ours": ours(ours_port, logs / "ours.log", "--models-file", str(models_file),
+                     "--api-key", API_KEY, "--kv-cache-gib", "0.5", "--max-model-len", "2048"),
+        "vllm": vllm_server(vllm_port, logs / "vllm.log", weights[SMOL], SMOL,
+                            max_model_len=2048, block_size=32, kv_cache_bytes=512 << 20),
     }
     try:
         for server in servers.values():

@@ -179,3 +179,38 @@ def test_metrics_count_requests_and_cache(client):
     hits = [line for line in text.splitlines()
             if line.startswith('align_prefix_cache_hits_total{model="chat"}')]
     assert float(hits[0].split()[-1]) > 0
+
+
+def test_admission_limit_gives_429_and_frees_its_slot(engines, settings):
+    from fastapi.testclient import TestClient
+
+    from server.app import build_app
+
+    limited = settings.model_copy(update={"max_concurrent_requests": 1})
+    with TestClient(build_app(limited, engines),
+                    headers={"Authorization": f"Bearer {API_KEY}"}) as client:
+        with client.stream("POST", "/v1/chat/completions",
+                           json=CHAT | {"stream": True, "max_tokens": 200}) as held:
+            next(held.iter_lines())
+            busy = client.post("/v1/chat/completions", json=CHAT)
+            assert busy.headers["retry-after"] == "1"
+            assert_error(busy, 429, code="rate_limit_exceeded")
+            assert client.post("/v1/chat/completions",
+                               json=CHAT | {"model": "base"}).status_code == 200
+        assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+
+
+def test_deadline_aborts_and_answers_503(engines, settings):
+    from fastapi.testclient import TestClient
+
+    from server.app import build_app
+
+    hurried = settings.model_copy(update={"request_timeout": 1e-6})
+    with TestClient(build_app(hurried, engines),
+                    headers={"Authorization": f"Bearer {API_KEY}"}) as client:
+        reply = client.post("/v1/chat/completions", json=CHAT | {"max_tokens": 200})
+        assert_error(reply, 503, code="deadline_exceeded")
+        events = sse_events(client.post("/v1/chat/completions",
+                                        json=CHAT | {"stream": True, "max_tokens": 200}).text)
+        assert json.loads(events[-1])["error"]["code"] == "deadline_exceeded"
+    assert engines["chat"].counters.running == 0

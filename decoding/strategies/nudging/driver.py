@@ -149,7 +149,7 @@ class NudgingStrategy:
             temperature=_pick(params.nudger_temperature, options.temperature),
             top_p=_pick(params.nudger_top_p, options.top_p), logprobs=0, stop=(),
             seed=None if seed is None else seed + state.rounds, stop_token_ids=(),
-            ignore_eos=False, min_tokens=0)
+            ignore_eos=False, min_tokens=0, logit_bias=())  # the bias names base token ids
         word_ids: list[int] = []
         word_texts: list[str] = []
         eos = False

@@ -1,0 +1,213 @@
+"""`make bench`: every strategy's cost side by side with its baseline, in one run.
+
+    python -m clients.bench [--full] [--out bench-results]
+
+Starts align-serve (the two default models) and vLLM's own OpenAI server (SmolLM2) on
+loopback ports, runs the sections below, prints markdown tables and writes
+`results.json`, `results.md` and PNG plots into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from clients.bench import data, evaluator, load, report
+from clients.servers import free_port, ours, vllm_server
+from decoding.weights import resolve_weights
+from server.config import Settings
+
+SMOL, GEMMA, QWEN = "smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct"
+RAIN_REDUCED = {"strategy": "rain", "max_visits": 10, "min_searches": 3}
+
+
+@dataclass(frozen=True)
+class Plan:
+    overhead: tuple[tuple[int, int], ...]   # (concurrency, requests)
+    rounds: int
+    nudging_prompts: int
+    rain_prompts: int
+    scaling: tuple[int, ...]
+    effect_prompts: int
+
+
+QUICK = Plan(((1, 4), (8, 16), (32, 32)), 2, 4, 1, (1, 2, 4, 8), 6)
+FULL = Plan(((1, 8), (8, 32), (32, 64)), 3, 20, 8, (1, 2, 4, 8), 40)
+
+
+def chat(model: str, question: str, max_tokens: int, **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": question}],
+            "max_tokens": max_tokens, "temperature": 0} | extra
+
+
+def mean(values) -> float:
+    values = list(values)
+    return statistics.mean(values) if values else float("nan")
+
+
+async def overhead(ours_url: str, vllm_url: str, plan: Plan) -> list[dict]:
+    """Vanilla through our server vs vLLM's, alternating A B A B so drift cancels."""
+    warm = [chat(SMOL, "Warm up.", 8) for _ in range(4)]
+    for url in (ours_url, vllm_url):
+        await load.run(url, warm, 4)
+    rows = []
+    for concurrency, count in plan.overhead:
+        bodies = [chat(SMOL, f"Write a story about the number {i}.", 64, ignore_eos=True)
+                  for i in range(count)]
+        runs: dict[str, list[load.Run]] = {"align-serve": [], "vLLM": []}
+        for _ in range(plan.rounds):
+            for name, url in (("align-serve", ours_url), ("vLLM", vllm_url)):
+                runs[name].append(await load.run(url, bodies, concurrency))
+        for name, done in runs.items():
+            rows.append({"server": name, "concurrency": concurrency,
+                         "tokens/s": mean(r.throughput for r in done),
+                         "TTFT s": mean(r.ttft for r in done),
+                         "ITL ms": 1000 * mean(r.itl for r in done),
+                         "errors": sum(len(r.errors) for r in done)})
+    for concurrency, _ in plan.overhead:
+        a, b = (next(r for r in rows if r["server"] == s and r["concurrency"] == concurrency)
+                for s in ("align-serve", "vLLM"))
+        a["÷ vLLM"] = a["tokens/s"] / b["tokens/s"]
+        b["÷ vLLM"] = 1.0
+    return rows
+
+
+def cost_row(name: str, run: load.Run, base: load.Run, **extra) -> dict:
+    return {"strategy": name, "s/token": run.seconds_per_token,
+            "vanilla s/token": base.seconds_per_token,
+            "time/token ratio": run.seconds_per_token / base.seconds_per_token,
+            "tokens": run.tokens, "errors": len(run.errors)} | extra
+
+
+async def nudging_cost(url: str, questions: list[str]) -> tuple[list[dict], load.Run]:
+    base = await load.run(url, [chat(GEMMA, q, 64) for q in questions], 1)
+    nudged = await load.run(url, [chat(GEMMA, q, 64, alignment={"strategy": "nudging"})
+                                  for q in questions], 1)
+    row = cost_row("nudging (gemma-3-270m + smollm2)", nudged, base,
+                   nudge_ratio=mean(nudged.stat("nudge_ratio")),
+                   base_cache_hit=mean(nudged.stat("prefix_cache_hit_rate", "base")),
+                   nudger_cache_hit=mean(nudged.stat("prefix_cache_hit_rate", "nudger")))
+    return [row], nudged
+
+
+def per_set(counts: list[float], sets: list[int]) -> float:
+    return mean(a / b for a, b in zip(counts, sets, strict=True))
+
+
+async def rain_cost(url: str, questions: list[str]) -> list[dict]:
+    base = await load.run(url, [chat(SMOL, q, 24) for q in questions], 1)
+    reduced_questions = questions * 2  # the reduced budget is cheap enough for more
+    configs = {"rain default, parallel 1": {"strategy": "rain"},
+               "rain default, parallel 4": {"strategy": "rain", "parallel_searches": 4},
+               "rain reduced (10 visits), parallel 1": RAIN_REDUCED,
+               "rain reduced, parallel 4": RAIN_REDUCED | {"parallel_searches": 4}}
+    rows = []
+    for name, alignment in configs.items():
+        prompts = reduced_questions if alignment.get("max_visits") else questions
+        done = await load.run(url, [chat(SMOL, q, 24, seed=i, alignment=alignment)
+                                    for i, q in enumerate(prompts)], 1)
+        sets = [s or 1 for s in done.stat("committed_sets")]
+        rows.append(cost_row(name, done, base,
+                             searches_per_set=per_set(done.stat("searches"), sets),
+                             evaluations_per_set=per_set(done.stat("evaluations"), sets),
+                             cache_hit=mean(done.stat("prefix_cache_hit_rate"))))
+    return rows
+
+
+async def scaling(url: str, questions: list[str], levels: tuple[int, ...]) -> list[dict]:
+    rows = []
+    cases = {"rain reduced": (SMOL, RAIN_REDUCED, 16), "nudging": (GEMMA, "nudging", 48),
+             "vanilla": (SMOL, None, 48)}
+    for name, (model, alignment, tokens) in cases.items():
+        for concurrency in levels:
+            bodies = [chat(model, questions[i % len(questions)], tokens, seed=i,
+                           **({"alignment": alignment} if alignment else {}))
+                      for i in range(max(2, concurrency))]
+            done = await load.run(url, bodies, concurrency)
+            rows.append({"strategy": name, "concurrency": concurrency,
+                         "requests": len(bodies), "tokens/s": done.throughput,
+                         "wall s": done.wall, "errors": len(done.errors)})
+    return rows
+
+
+async def effect(url: str, harmful: list[str], mt: list[str], nudged_mt: load.Run
+                 ) -> list[dict]:
+    rows = []
+    cases = {"smollm2 vanilla": (SMOL, None), "smollm2 + rain (reduced)": (SMOL, RAIN_REDUCED),
+             "gemma-3-270m vanilla (base)": (GEMMA, None),
+             "gemma-3-270m + nudging": (GEMMA, "nudging")}
+    for name, (model, alignment) in cases.items():
+        done = await load.run(url, [chat(model, q, 48, seed=0, **(
+            {"alignment": alignment} if alignment else {})) for q in harmful], 2)
+        rows.append({"setting": name, "AdvBench prompts": len(harmful),
+                     "refusal rate": mean(data.refused(r.text) for r in done.results),
+                     "errors": len(done.errors)})
+    rows.append({"setting": "gemma-3-270m + nudging, MT-Bench turn 1",
+                 "AdvBench prompts": 0,
+                 "refusal rate": float("nan"),
+                 "errors": len(nudged_mt.errors),
+                 "nudge ratio": mean(nudged_mt.stat("nudge_ratio")),
+                 "answer tokens": mean(r.completion_tokens for r in nudged_mt.results)})
+    return rows
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="more prompts and rounds")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    args = parser.parse_args()
+    plan = FULL if args.full else QUICK
+    started = time.monotonic()
+    settings = Settings()
+    weights = {name: resolve_weights(name, settings.cache_dir) for name in (SMOL, GEMMA)}
+    cache = args.out / "data"
+    harmful = data.advbench(cache, max(plan.rain_prompts, plan.effect_prompts))
+    mt = data.mtbench(cache, plan.nudging_prompts)
+
+    logs = args.out / "logs"
+    flags = ("--kv-cache-gib", "2", "--max-model-len", "4096")
+    # Same weights, same settings, one model each: the comparison is the serving layer.
+    single = ours(free_port(), logs / "align-serve-smollm2.log", "--model", SMOL, *flags)
+    theirs = vllm_server(free_port(), logs / "vllm.log", weights[SMOL], SMOL,
+                         max_model_len=4096, block_size=settings.block_size,
+                         kv_cache_bytes=2 << 30)
+    sections: dict[str, list[dict]] = {}
+    try:
+        single.wait_healthy()
+        theirs.wait_healthy()
+        print("servers up; measuring server overhead", flush=True)
+        sections["server overhead"] = await overhead(single.url, theirs.url, plan)
+    finally:
+        single.stop()
+        theirs.stop()
+    mine = ours(free_port(), logs / "align-serve.log", *flags)
+    try:
+        mine.wait_healthy()
+        print("nudging cost", flush=True)
+        nudge_rows, nudged_mt = await nudging_cost(mine.url, mt)
+        print("rain cost", flush=True)
+        sections["strategy cost"] = nudge_rows + await rain_cost(
+            mine.url, harmful[: plan.rain_prompts])
+        print("scaling", flush=True)
+        sections["scaling"] = await scaling(mine.url, harmful, plan.scaling)
+        print("effect", flush=True)
+        sections["effect"] = await effect(mine.url, harmful[: plan.effect_prompts], mt,
+                                          nudged_mt)
+    finally:
+        mine.stop()
+    print("evaluator accuracy (in-process engines)", flush=True)
+    judges = weights | {QWEN: resolve_weights(QWEN, settings.cache_dir)}
+    sections["evaluator accuracy (20 labelled pairs)"] = await evaluator.measure(
+        judges, data.labelled_pairs())
+    meta = {"machine": report.machine(), "mode": "full" if args.full else "quick",
+            "seconds": time.monotonic() - started}
+    print(report.write(args.out, sections, meta))
+
+
+if __name__ == "__main__":  # engines spawn processes: the guard is required
+    asyncio.run(main())

@@ -1,0 +1,81 @@
+"""The benchmark's outputs: a markdown table per section, a JSON file and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
+           f"Python {platform.python_version()}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no rows)\n"
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        cells = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write(out: Path, sections: dict[str, list[dict]], meta: dict) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"meta": meta, **sections}, indent=1))
+    text = f"Machine: {meta['machine']}; mode: {meta['mode']}; " \
+           f"total {meta['seconds']:.0f} s.\n\n"
+    for name, rows in sections.items():
+        text += f"### {name}\n\n{table(rows)}\n"
+    (out / "results.md").write_text(text)
+    plot(out, sections)
+    return text
+
+
+def plot(out: Path, sections: dict[str, list[dict]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    overhead = sections.get("server overhead", [])
+    if overhead:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for server in ("align-serve", "vLLM"):
+            rows = [r for r in overhead if r["server"] == server]
+            ax.plot([r["concurrency"] for r in rows], [r["tokens/s"] for r in rows], "o-",
+                    label=server)
+        ax.set(xlabel="concurrency", ylabel="output tokens/s", xscale="log",
+               title="Vanilla throughput: align-serve vs vLLM's server")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "overhead.png")
+        plt.close(fig)
+    cost = sections.get("strategy cost", [])
+    if cost:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.barh([r["strategy"] for r in cost], [r["time/token ratio"] for r in cost])
+        ax.set(xlabel="wall time per token ÷ vanilla on the same model", xscale="log",
+               title="Cost of alignment")
+        fig.tight_layout()
+        fig.savefig(out / "cost.png")
+        plt.close(fig)
+    scaling = sections.get("scaling", [])
+    if scaling:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for strategy in sorted({r["strategy"] for r in scaling}):
+            rows = [r for r in scaling if r["strategy"] == strategy]
+            ax.plot([r["concurrency"] for r in rows], [r["tokens/s"] for r in rows], "o-",
+                    label=strategy)
+        ax.set(xlabel="concurrent requests", ylabel="aggregate output tokens/s",
+               title="Continuous batching across requests")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "scaling.png")
+        plt.close(fig)

@@ -1,0 +1,136 @@
+"""Debian's nginx on loopback, with the repository's config, in front of the server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from clients.servers import free_port, launch
+from tests.integration.conftest import API_KEY, GEMMA
+
+pytestmark = pytest.mark.slow
+TEMPLATE = Path(__file__).parents[2] / "docker" / "nginx" / "align-serve.conf.template"
+
+
+def start_nginx(upstream_port: int, workdir: Path) -> tuple[str, subprocess.Popen]:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o777)
+    site = TEMPLATE.read_text().replace("${ALIGN_UPSTREAM}", f"127.0.0.1:{upstream_port}") \
+        .replace("${NGINX_PORT}", f"127.0.0.1:{port}")
+    (workdir / "site.conf").write_text(site)
+    (workdir / "nginx.conf").write_text(f"""
+daemon off;
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {workdir}/body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+    include {workdir}/site.conf;
+}}
+""")
+    process = subprocess.Popen([nginx, "-c", str(workdir / "nginx.conf"), "-p", str(workdir)])
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(f"{url}/health", timeout=1)
+            return url, process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError((workdir / "error.log").read_text())
+
+
+@pytest.fixture(scope="module")
+def gateway(server_url, tmp_path_factory):
+    url, process = start_nginx(int(server_url.rsplit(":", 1)[1]),
+                               tmp_path_factory.mktemp("nginx"))
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def stand_in_gateway(tmp_path_factory):
+    port = free_port()
+    logs = tmp_path_factory.mktemp("stand-in")
+    server = launch(["-m", "tests.integration.stand_in_server", "--port", str(port)], port,
+                    logs / "server.log")
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"{server.url}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        url, process = start_nginx(port, logs / "nginx")
+        yield url
+        process.terminate()
+        process.wait(10)
+    finally:
+        server.stop()
+
+
+def test_stream_arrives_chunk_by_chunk(gateway):
+    body = {"model": GEMMA, "messages": [{"role": "user", "content": "How do I bake bread?"}],
+            "max_tokens": 64, "stream": True, "alignment": {"strategy": "nudging"}}
+    arrivals = []
+    with httpx.Client(timeout=120) as client, client.stream(
+            "POST", f"{gateway}/v1/chat/completions", json=body,
+            headers={"Authorization": f"Bearer {API_KEY}"}) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if (line.startswith("data: {") and '"content":"' in line) or line == "data: [DONE]":
+                arrivals.append(time.monotonic())
+    assert len(arrivals) > 5
+    spread = arrivals[-1] - arrivals[0]
+    assert spread > 0.5  # had nginx buffered the stream, all chunks would land together
+    assert arrivals[1] - arrivals[0] < spread / 2
+
+
+def test_auth_and_error_bodies_pass_through(gateway):
+    no_key = httpx.get(f"{gateway}/v1/models")
+    assert no_key.status_code == 401
+    assert no_key.json()["error"]["code"] == "invalid_api_key"
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    assert httpx.get(f"{gateway}/v1/models", headers=headers).status_code == 200
+    bad = httpx.post(f"{gateway}/v1/chat/completions", headers=headers,
+                     json={"model": GEMMA, "messages": [], "alignmnet": "rain"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"]
+    big = httpx.post(f"{gateway}/v1/chat/completions", headers=headers,
+                     content=b'{"model": "' + b"x" * (5 << 20) + b'"}',
+                     timeout=60)
+    assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
+
+
+def test_429_and_503_bodies_pass_through(stand_in_gateway):
+    headers = {"Authorization": "Bearer gateway-key"}
+    chat = {"model": "chat", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 200, "stream": True}
+    with httpx.Client(timeout=60) as client, client.stream(
+            "POST", f"{stand_in_gateway}/v1/chat/completions", json=chat,
+            headers=headers) as held:
+        next(held.iter_lines())
+        busy = client.post(f"{stand_in_gateway}/v1/chat/completions", headers=headers,
+                           json=chat | {"stream": False})
+        assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
+        assert busy.json()["error"]["type"] == "rate_limit_error"
+    dead = httpx.post(f"{stand_in_gateway}/v1/chat/completions", headers=headers,
+                      json=chat | {"model": "dead", "stream": False})
+    assert dead.status_code == 503
+    assert dead.json()["error"]["code"] == "engine_unavailable"
+    health = httpx.get(f"{stand_in_gateway}/health")
+    assert health.status_code == 503 and json.loads(health.text)["error"]["message"]
