@@ -119,14 +119,16 @@ def test_auth_and_error_bodies_pass_through(gateway):
 def test_429_and_503_bodies_pass_through(stand_in_gateway):
     headers = {"Authorization": "Bearer gateway-key"}
     chat = {"model": "chat", "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": 200, "stream": True}
+            "max_tokens": 200, "stream": True, "ignore_eos": True}
     with httpx.Client(timeout=60) as client, client.stream(
             "POST", f"{stand_in_gateway}/v1/chat/completions", json=chat,
             headers=headers) as held:
-        next(held.iter_lines())
+        lines = held.iter_lines()  # keep it: a dropped iterator closes the stream
+        assert next(lines).startswith("data: {")
         busy = client.post(f"{stand_in_gateway}/v1/chat/completions", headers=headers,
                            json=chat | {"stream": False})
-        assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
+        assert busy.status_code == 429, busy.text
+        assert busy.headers["retry-after"] == "1"
         assert busy.json()["error"]["type"] == "rate_limit_error"
     dead = httpx.post(f"{stand_in_gateway}/v1/chat/completions", headers=headers,
                       json=chat | {"model": "dead", "stream": False})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import openai
 import pytest
@@ -191,13 +192,18 @@ def test_admission_limit_gives_429_and_frees_its_slot(engines, settings):
                     headers={"Authorization": f"Bearer {API_KEY}"}) as client:
         with client.stream("POST", "/v1/chat/completions",
                            json=CHAT | {"stream": True, "max_tokens": 200}) as held:
-            next(held.iter_lines())
+            lines = held.iter_lines()  # keep it: a dropped iterator closes the stream
+            next(lines)
             busy = client.post("/v1/chat/completions", json=CHAT)
             assert busy.headers["retry-after"] == "1"
             assert_error(busy, 429, code="rate_limit_exceeded")
             assert client.post("/v1/chat/completions",
                                json=CHAT | {"model": "base"}).status_code == 200
-        assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+        deadline = time.monotonic() + 5  # the closed stream's slot comes back
+        while (status := client.post("/v1/chat/completions", json=CHAT).status_code) == 429:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert status == 200
 
 
 def test_deadline_aborts_and_answers_503(engines, settings):

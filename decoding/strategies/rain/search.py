@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 
@@ -89,9 +89,10 @@ class RainSearch:
         base = self.request.options.seed
         return None if base is None else (base * 1_000_003 + self.index * 7919 + self.calls)
 
-    async def call(self, engine: Engine, ids: list[int], options: SamplingOptions
-                   ) -> GenerationChunk:
-        """One complete engine request, merged into a single chunk."""
+    async def call(self, engine: Engine, ids: list[int], options: SamplingOptions,
+                   until: Callable[[str], bool] | None = None) -> GenerationChunk:
+        """One engine request, merged into a single chunk; stopped early once `until`
+        holds for the text so far (the request is then aborted)."""
         if self.calls >= self.params.max_engine_calls:
             raise EngineCallBudgetSpent
         self.calls += 1
@@ -102,12 +103,14 @@ class RainSearch:
                 if merged is None:
                     merged = chunk
                     self.accounting.record_engine_request(chunk)
-                    continue
-                merged.token_ids += chunk.token_ids
-                merged.text += chunk.text
-                if chunk.logprobs is not None:
-                    merged.logprobs = (merged.logprobs or []) + chunk.logprobs
-                merged.finish_reason = chunk.finish_reason
+                else:
+                    merged.token_ids += chunk.token_ids
+                    merged.text += chunk.text
+                    if chunk.logprobs is not None:
+                        merged.logprobs = (merged.logprobs or []) + chunk.logprobs
+                    merged.finish_reason = chunk.finish_reason
+                if until is not None and until(merged.text):
+                    break
         assert merged is not None
         return merged
 
@@ -218,10 +221,12 @@ class RainSearch:
         room = self.engine.info.max_model_len - len(ids)
         if room <= 0:
             return ""
+        # Stopped here rather than by stop strings: remote servers cap their number.
         chunk = await self.call(self.engine, ids, SamplingOptions(
             max_tokens=min(self.params.rollout_max_tokens, room), temperature=1.0,
-            stop=ROLLOUT_STOPS, include_stop_str_in_output=True, seed=self.seed()))
-        return chunk.text
+            seed=self.seed()), until=_first_stop)
+        end = _first_stop(chunk.text)
+        return chunk.text[:end] if end else chunk.text
 
     async def simulate(self, path: list[Node], expand: bool) -> tuple[float, list]:
         """Rollout + evaluation (and the leaf's expansion, concurrently); then embeddings."""
@@ -335,6 +340,12 @@ class RainSearch:
             "end": self.end,
             "seconds": {k: round(v, 4) for k, v in sorted(self.seconds.items())},
         }
+
+
+def _first_stop(text: str) -> int | None:
+    """Length of `text` up to and including its first rollout stop character."""
+    hits = [i for i in (text.find(c) for c in ROLLOUT_STOPS) if i >= 0]
+    return min(hits) + 1 if hits else None
 
 
 class RainStrategy:
