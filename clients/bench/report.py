@@ -44,19 +44,25 @@ def plot(out: Path, sections: dict[str, list[dict]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    overhead = sections.get("server overhead", [])
-    if overhead:
+    def lines(rows: list[dict], series: str, x: str, y: str, name: str, **labels) -> None:
+        if not rows:
+            return
         fig, ax = plt.subplots(figsize=(6, 4))
-        for server in ("align-serve", "vLLM"):
-            rows = [r for r in overhead if r["server"] == server]
-            ax.plot([r["concurrency"] for r in rows], [r["tokens/s"] for r in rows], "o-",
-                    label=server)
-        ax.set(xlabel="concurrency", ylabel="output tokens/s", xscale="log",
-               title="Vanilla throughput: align-serve vs vLLM's server")
+        for key in dict.fromkeys(r[series] for r in rows):
+            mine = [r for r in rows if r[series] == key]
+            ax.plot([r[x] for r in mine], [r[y] for r in mine], "o-", label=key)
+        ax.set(**labels)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(out / "overhead.png")
+        fig.savefig(out / name)
         plt.close(fig)
+
+    lines(sections.get("server overhead", []), "server", "concurrency", "tokens/s",
+          "overhead.png", xlabel="concurrency", ylabel="output tokens/s", xscale="log",
+          title="Vanilla throughput: align-serve vs vLLM's server")
+    lines(sections.get("scaling", []), "strategy", "concurrency", "tokens/s", "scaling.png",
+          xlabel="concurrent requests", ylabel="aggregate output tokens/s", yscale="log",
+          title="Continuous batching across requests")
     cost = sections.get("strategy cost", [])
     if cost:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -65,17 +71,4 @@ def plot(out: Path, sections: dict[str, list[dict]]) -> None:
                title="Cost of alignment")
         fig.tight_layout()
         fig.savefig(out / "cost.png")
-        plt.close(fig)
-    scaling = sections.get("scaling", [])
-    if scaling:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for strategy in sorted({r["strategy"] for r in scaling}):
-            rows = [r for r in scaling if r["strategy"] == strategy]
-            ax.plot([r["concurrency"] for r in rows], [r["tokens/s"] for r in rows], "o-",
-                    label=strategy)
-        ax.set(xlabel="concurrent requests", ylabel="aggregate output tokens/s",
-               title="Continuous batching across requests")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "scaling.png")
         plt.close(fig)

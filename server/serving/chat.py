@@ -21,7 +21,13 @@ from server.schemas.chat import (
     TokenLogprobOut,
     TopLogprobOut,
 )
-from server.serving.common import Decoding, check_n, lookup_engine, sampling_options
+from server.serving.common import (
+    Decoding,
+    check_n,
+    framed_chunks,
+    lookup_engine,
+    sampling_options,
+)
 from server.streaming import sse
 
 
@@ -71,34 +77,25 @@ async def chat_response(decoding: Decoding, body: ChatCompletionRequest) -> Chat
 
 async def chat_stream(decoding: Decoding, body: ChatCompletionRequest) -> AsyncIterator[str]:
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    exclude = None if include_usage else {"usage"}
-    n_choices = len(decoding.requests) * body.n
 
     def chunk(choices: list[ChatChunkChoice]) -> ChatCompletionChunk:
         return ChatCompletionChunk(id=decoding.request_id, created=decoding.created,
                                    model=decoding.model, choices=choices)
 
-    for index in range(n_choices):
+    hidden = {"alignment"} if include_usage else {"alignment", "usage"}
+    for index in range(len(decoding.requests) * body.n):
         first = ChatChunkChoice(index=index, delta=DeltaMessage(role="assistant", content=""))
-        yield sse(chunk([first]), exclude=(exclude or set()) | {"alignment"})
-    held: list[ChatCompletionChunk] = []  # finishing chunks wait for the final stats
-    async for delta in decoding.deltas():
-        content = delta.text if delta.text or not delta.finish_reason else None
-        out = chunk([ChatChunkChoice(
-            index=delta.index, delta=DeltaMessage(content=content),
-            logprobs=_logprobs(delta.logprobs, body.logprobs),
-            finish_reason=delta.finish_reason,
-        )])
-        if delta.finish_reason:
-            held.append(out)
-        else:
-            yield sse(out, exclude=(exclude or set()) | {"alignment"})
-    if include_usage:
-        for out in held:
-            yield sse(out, exclude={"alignment"})
-        held = [chunk([])]
-        held[-1].usage = decoding.usage()
-    for out in held[:-1]:
-        yield sse(out, exclude=(exclude or set()) | {"alignment"})
-    held[-1].alignment = decoding.alignment_info()
-    yield sse(held[-1], exclude=exclude)
+        yield sse(chunk([first]), exclude=hidden)
+
+    async def chunks() -> AsyncIterator[tuple[ChatCompletionChunk, bool]]:
+        async for delta in decoding.deltas():
+            content = delta.text if delta.text or not delta.finish_reason else None
+            yield chunk([ChatChunkChoice(
+                index=delta.index, delta=DeltaMessage(content=content),
+                logprobs=_logprobs(delta.logprobs, body.logprobs),
+                finish_reason=delta.finish_reason,
+            )]), delta.finish_reason is not None
+
+    async for event in framed_chunks(decoding, chunks(), include_usage=include_usage,
+                                     empty=lambda: chunk([])):
+        yield event

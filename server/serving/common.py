@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from fastapi import Request
 
@@ -21,6 +21,7 @@ from server.errors import APIError
 from server.metrics import Metrics
 from server.schemas.alignment import Alignment, AlignmentContext, parse_alignment
 from server.schemas.common import AlignmentInfo, PromptTokensDetails, SamplingRequest, Usage
+from server.streaming import sse
 
 T = TypeVar("T")
 
@@ -174,6 +175,34 @@ class Decoding:
                                  **self.runs[0].extras)
         return AlignmentInfo(strategy=self.alignment.strategy,
                              stats={"prompts": [run.stats for run in self.runs]})
+
+
+class StreamChunk(Protocol):
+    usage: Usage | None
+    alignment: AlignmentInfo | None
+
+
+async def framed_chunks(decoding: Decoding, chunks: AsyncIterator[tuple[StreamChunk, bool]],
+                        *, include_usage: bool, empty: Callable[[], StreamChunk]
+                        ) -> AsyncIterator[str]:
+    """SSE events for (chunk, finishing) pairs, sent as soon as they come; finishing chunks
+    wait for the run to end so the last event can carry `usage` and `alignment`."""
+    hidden = {"alignment"} if include_usage else {"alignment", "usage"}
+    held: list[StreamChunk] = []
+    async for chunk, finishing in chunks:
+        if finishing:
+            held.append(chunk)
+        else:
+            yield sse(chunk, exclude=hidden)
+    if include_usage:
+        for chunk in held:
+            yield sse(chunk, exclude={"alignment"})
+        held = [empty()]
+        held[-1].usage = decoding.usage()
+    for chunk in held[:-1]:
+        yield sse(chunk, exclude=hidden)
+    held[-1].alignment = decoding.alignment_info()
+    yield sse(held[-1], exclude=None if include_usage else {"usage"})
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:

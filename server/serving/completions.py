@@ -16,8 +16,13 @@ from server.schemas.completions import (
     CompletionLogprobs,
     CompletionRequest,
 )
-from server.serving.common import Decoding, check_n, lookup_engine, sampling_options
-from server.streaming import sse
+from server.serving.common import (
+    Decoding,
+    check_n,
+    framed_chunks,
+    lookup_engine,
+    sampling_options,
+)
 
 
 def prepare_completion(body: CompletionRequest, engines: Mapping[str, Engine], metrics: Metrics,
@@ -90,34 +95,28 @@ async def completion_response(decoding: Decoding, body: CompletionRequest) -> Co
 
 
 async def completion_stream(decoding: Decoding, body: CompletionRequest) -> AsyncIterator[str]:
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    exclude = None if include_usage else {"usage"}
     offsets = [0] * (len(decoding.requests) * body.n)
     echoed = [False] * len(offsets)
-    held: list[Completion] = []  # finishing chunks wait for the final stats
-    async for delta in decoding.deltas():
-        text = delta.text
-        if not echoed[delta.index]:
-            echoed[delta.index] = True
-            text = _echo(decoding, delta.index, body) + text
-        logprobs = None
-        if body.logprobs is not None:
-            logprobs = _logprobs(delta.logprobs or [], offsets[delta.index])
-        offsets[delta.index] += len(delta.text)
-        out = Completion(id=decoding.request_id, created=decoding.created,
-                         model=decoding.model, choices=[CompletionChoice(
-                             index=delta.index, text=text, logprobs=logprobs,
-                             finish_reason=delta.finish_reason)])
-        if delta.finish_reason:
-            held.append(out)
-        else:
-            yield sse(out, exclude=(exclude or set()) | {"alignment"})
-    if include_usage:
-        for out in held:
-            yield sse(out, exclude={"alignment"})
-        held = [Completion(id=decoding.request_id, created=decoding.created,
-                           model=decoding.model, choices=[], usage=decoding.usage())]
-    for out in held[:-1]:
-        yield sse(out, exclude=(exclude or set()) | {"alignment"})
-    held[-1].alignment = decoding.alignment_info()
-    yield sse(held[-1], exclude=exclude)
+
+    def chunk(choices: list[CompletionChoice]) -> Completion:
+        return Completion(id=decoding.request_id, created=decoding.created,
+                          model=decoding.model, choices=choices)
+
+    async def chunks() -> AsyncIterator[tuple[Completion, bool]]:
+        async for delta in decoding.deltas():
+            text = delta.text
+            if not echoed[delta.index]:
+                echoed[delta.index] = True
+                text = _echo(decoding, delta.index, body) + text
+            logprobs = None
+            if body.logprobs is not None:
+                logprobs = _logprobs(delta.logprobs or [], offsets[delta.index])
+            offsets[delta.index] += len(delta.text)
+            yield chunk([CompletionChoice(index=delta.index, text=text, logprobs=logprobs,
+                                          finish_reason=delta.finish_reason)]), \
+                delta.finish_reason is not None
+
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    async for event in framed_chunks(decoding, chunks(), include_usage=include_usage,
+                                     empty=lambda: chunk([])):
+        yield event
