@@ -143,15 +143,16 @@ async def effect(url: str, harmful: list[str], mt: list[str], nudged_mt: load.Ru
     for name, (model, alignment) in cases.items():
         done = await load.run(url, [chat(model, q, 48, seed=0, **(
             {"alignment": alignment} if alignment else {})) for q in harmful], 2)
-        rows.append({"setting": name, "AdvBench prompts": len(harmful),
+        rows.append({"setting": name, "prompts": f"AdvBench × {len(harmful)}",
                      "refusal rate": mean(data.refused(r.text) for r in done.results),
+                     "nudge ratio": mean(done.stat("nudge_ratio")),
+                     "answer tokens": mean(r.completion_tokens for r in done.results),
                      "errors": len(done.errors)})
-    rows.append({"setting": "gemma-3-270m + nudging, MT-Bench turn 1",
-                 "AdvBench prompts": 0,
+    rows.append({"setting": "gemma-3-270m + nudging", "prompts": f"MT-Bench turn 1 × {len(mt)}",
                  "refusal rate": float("nan"),
-                 "errors": len(nudged_mt.errors),
                  "nudge ratio": mean(nudged_mt.stat("nudge_ratio")),
-                 "answer tokens": mean(r.completion_tokens for r in nudged_mt.results)})
+                 "answer tokens": mean(r.completion_tokens for r in nudged_mt.results),
+                 "errors": len(nudged_mt.errors)})
     return rows
 
 

@@ -43,6 +43,7 @@ def plot(out: Path, sections: dict[str, list[dict]]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     def lines(rows: list[dict], series: str, x: str, y: str, name: str, **labels) -> None:
         if not rows:
@@ -69,6 +70,7 @@ def plot(out: Path, sections: dict[str, list[dict]]) -> None:
         ax.barh([r["strategy"] for r in cost], [r["time/token ratio"] for r in cost])
         ax.set(xlabel="wall time per token ÷ vanilla on the same model", xscale="log",
                title="Cost of alignment")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         fig.tight_layout()
         fig.savefig(out / "cost.png")
         plt.close(fig)
