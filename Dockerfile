@@ -17,11 +17,14 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY docker/wheels/ /wheels/
+# Behind a TLS-intercepting proxy, its CA bundle goes in docker/certs/ca-bundle.crt.
+COPY docker/certs/ /certs/
 COPY pyproject.toml README.md ./
 COPY server server
 COPY decoding decoding
 COPY clients clients
-RUN python3 -m venv /opt/venv \
+RUN if [ -f /certs/ca-bundle.crt ]; then export PIP_CERT=/certs/ca-bundle.crt; fi \
+ && python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/venv/bin/pip install --no-cache-dir --find-links /wheels ".[${VARIANT},models]" \
  && (/opt/venv/bin/pip uninstall --yes torchvision torchaudio torchcodec || true) \

