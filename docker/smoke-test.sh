@@ -38,7 +38,7 @@ time docker build --network host --build-arg BASE_IMAGE=local/debian:bookworm \
   -t align-serve:cpu .
 
 echo "== docker run"
-docker run -d --network host --name align-smoke -e ALIGN_PORT="$PORT" \
+docker run -d --network host --shm-size 1g --name align-smoke -e ALIGN_PORT="$PORT" \
   -e ALIGN_KV_CACHE_GIB=1 -v align-smoke-models:/models align-serve:cpu
 for i in $(seq 900); do
   if curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; then
