@@ -68,13 +68,11 @@ class Choice:
     """One choice's output, accumulated from its deltas."""
 
     text: str = ""
-    token_count: int = 0
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: FinishReason | None = None
 
     def add(self, delta: TextDelta) -> None:
         self.text += delta.text
-        self.token_count += len(delta.token_ids)
         self.logprobs.extend(delta.logprobs or ())
         self.finish_reason = delta.finish_reason or self.finish_reason
 

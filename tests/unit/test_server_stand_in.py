@@ -61,7 +61,10 @@ def test_stream_sdk_strict(sdk):
                                          max_tokens=5, stream=True,
                                          stream_options={"include_usage": True})
     chunks = list(stream)
-    assert chunks[-1].usage.completion_tokens == 5 or chunks[-2].choices[0].finish_reason
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].choices == [] and 1 <= chunks[-1].usage.completion_tokens <= 5
+    assert len(text.encode()) == chunks[-1].usage.completion_tokens  # one byte a token
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
 
 
 def test_completions_multi_prompt_indices(client):

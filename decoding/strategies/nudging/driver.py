@@ -46,11 +46,20 @@ class Ledger:
     def add_text(self, text: str) -> None:
         self.ids += self.engine.tokenize(text, add_special_tokens=False)
 
-    def record(self, chunk: GenerationChunk, accounting: TokenAccounting) -> None:
-        self.requests += 1
-        self.sent_tokens += chunk.prompt_tokens
-        self.cached_tokens += chunk.cached_tokens
-        accounting.record_engine_request(chunk)
+    async def stream(self, options: SamplingOptions, request_id: str,
+                     accounting: TokenAccounting) -> AsyncIterator[GenerationChunk]:
+        """One request on the whole ledger; its first chunk's cache hits are counted.
+        Closing this stream early closes (and so aborts) the engine request."""
+        async with aclosing(self.engine.generate(self.ids, options, request_id)) as chunks:
+            first = True
+            async for chunk in chunks:
+                if first:
+                    first = False
+                    self.requests += 1
+                    self.sent_tokens += chunk.prompt_tokens
+                    self.cached_tokens += chunk.cached_tokens
+                    accounting.record_engine_request(chunk)
+                yield chunk
 
 
 @dataclass(slots=True)
@@ -153,17 +162,13 @@ class NudgingStrategy:
         word_ids: list[int] = []
         word_texts: list[str] = []
         eos = False
-        stream = state.nudger.engine.generate(
-            state.nudger.ids, sampling, f"{_rid(state, 'n')}")
+        eos_ids = state.nudger.engine.info.eos_token_ids
+        stream = state.nudger.stream(sampling, _rid(state, "n"), accounting)
         async with aclosing(stream) as chunks:
-            first = True
             async for chunk in chunks:
-                if first:
-                    state.nudger.record(chunk, accounting)
-                    first = False
                 complete = False
                 for token_id, entry in zip(chunk.token_ids, chunk.logprobs or [], strict=False):
-                    if token_id in state.nudger.engine.info.eos_token_ids:
+                    if token_id in eos_ids:
                         eos = True
                         break
                     if word_done(word_texts, entry.token):
@@ -204,14 +209,12 @@ class NudgingStrategy:
         texts: list[str] = []
         rejected: str | None = None
         received = 0
+        run_text = ""
+        longest_stop = max(len(s) for s in PLAIN_STOP)
         eos_ids = state.base.engine.info.eos_token_ids
-        stream = state.base.engine.generate(state.base.ids, sampling, _rid(state, "b"))
+        stream = state.base.stream(sampling, _rid(state, "b"), accounting)
         async with aclosing(stream) as chunks:
-            first = True
             async for chunk in chunks:
-                if first:
-                    state.base.record(chunk, accounting)
-                    first = False
                 received += len(chunk.token_ids)
                 for token_id, entry in zip(chunk.token_ids, chunk.logprobs or [], strict=False):
                     if token_id in eos_ids:
@@ -222,7 +225,10 @@ class NudgingStrategy:
                         break
                     ids.append(token_id)
                     texts.append(entry.token)
-                    if find_stop("".join(texts), PLAIN_STOP) is not None:
+                    run_text += entry.token
+                    # only the newest characters can complete a stop string
+                    tail = run_text[-(longest_stop + len(entry.token)):]
+                    if find_stop(tail, PLAIN_STOP) is not None:
                         break  # the base starts a new turn: its answer is over
                 else:
                     if not chunk.finished:

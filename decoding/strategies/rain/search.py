@@ -57,6 +57,7 @@ class RainSearch:
     accounting: TokenAccounting
     index: int
     evaluator: Evaluator = field(init=False)
+    prompt_text: str = field(init=False)  # detokenised once, judged in every evaluation
     root: Node = field(default_factory=lambda: Node((), 1.0, 0))
     committed: list[int] = field(default_factory=list)
     emitted: int = 0
@@ -72,6 +73,7 @@ class RainSearch:
     def __post_init__(self) -> None:
         self.evaluator = Evaluator(self.judge, principle_for(self.params.principle),
                                    self.params.evaluation, self.call)
+        self.prompt_text = self.engine.detokenize(self.request.prompt_token_ids)
 
     @property
     def engine(self) -> Engine:
@@ -254,10 +256,6 @@ class RainSearch:
                      for i in range(1, len(path))]
             vectors = await self.embedder.embed(texts)
         return value, [None, *vectors]
-
-    @property
-    def prompt_text(self) -> str:
-        return self.engine.detokenize(self.request.prompt_token_ids)
 
     # --- the outer loop ------------------------------------------------------------
 
