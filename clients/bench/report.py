@@ -18,12 +18,16 @@ def machine() -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no rows)\n"
-    keys = list(rows[0])
+    keys = list(dict.fromkeys(key for row in rows for key in row))  # rows may differ
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
-        cells = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()]
+        cells = [_cell(row.get(key, "")) for key in keys]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def write(out: Path, sections: dict[str, list[dict]], meta: dict) -> str:
