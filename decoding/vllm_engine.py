@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.exceptions import VLLMClientError
+from vllm.platforms import current_platform
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
@@ -40,6 +42,7 @@ class EngineConfig:
     enforce_eager: bool = True
     dtype: str = "bfloat16"
     seed: int = 0
+    cpu_cores: str | None = None  # VLLM_CPU_OMP_THREADS_BIND for this engine's worker
 
 
 class VllmEngine:
@@ -65,7 +68,7 @@ class VllmEngine:
             dtype=config.dtype,
             seed=config.seed,
         )
-        llm = AsyncLLM.from_engine_args(args)
+        llm = _start_bound(args, config.cpu_cores)
         tokenizer = llm.tokenizer
         has_template = getattr(tokenizer, "chat_template", None) is not None
         eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
@@ -161,6 +164,21 @@ class VllmEngine:
         self._llm.shutdown()
         # Drop the engine now: its __del__ shuts down again, which fails at interpreter exit.
         del self._llm
+
+
+def _start_bound(args: AsyncEngineArgs, cores: str | None) -> AsyncLLM:
+    """Start the engine with its worker bound to `cores` (CPU backend; the worker
+    process reads the binding from its environment when it is spawned). A binding the
+    user set in the environment wins."""
+    key = "VLLM_CPU_OMP_THREADS_BIND"
+    if cores is None or not current_platform.is_cpu() or key in os.environ:
+        return AsyncLLM.from_engine_args(args)
+    os.environ[key] = cores
+    try:
+        logger.info("engine %s: worker bound to CPU cores %s", args.served_model_name, cores)
+        return AsyncLLM.from_engine_args(args)
+    finally:
+        del os.environ[key]
 
 
 def _sampling_params(options: SamplingOptions) -> SamplingParams:

@@ -26,6 +26,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
     p.add_argument("--kv-cache-gib", type=float, help="KV cache per engine in GiB")
     p.add_argument("--block-size", type=int, help="KV cache block size in tokens")
     p.add_argument("--max-model-len", type=int, help="context length cap per model")
+    p.add_argument("--cpu-binding", choices=["spread", "vllm"],
+                   help="CPU backend: each engine its own cores (spread, default) or "
+                        "vLLM's own binding")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--max-concurrent-requests", type=int,
                    help="requests in flight per model before 429 (default 64)")

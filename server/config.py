@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     block_size: int = Field(32, ge=32, multiple_of=32, description="KV block (tokens)")
     max_model_len: int | None = Field(4096, gt=0, description="context cap per model")
     enforce_eager: bool = True
+    cpu_binding: Literal["spread", "vllm"] = Field(
+        "spread", description="CPU backend: 'spread' gives each local engine its own cores; "
+        "'vllm' keeps vLLM's binding (all engines on the same cores)")
     max_body_bytes: int = Field(4 << 20, gt=0)
     max_n: int = Field(16, ge=1, description="largest `n` a request may ask for")
     default_nudging_model: str | None = Field(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
+from decoding.cpu_cores import spread_cores
 from decoding.engine import Engine
 from decoding.errors import ModelUnavailable
 from decoding.remote_engine import RemoteConfig, RemoteEngine
@@ -37,6 +39,9 @@ async def start_engines(settings: Settings) -> dict[str, Engine]:
     from decoding.vllm_engine import EngineConfig, VllmEngine
 
     folders = prepare_models(settings)
+    local = [spec.id for spec in settings.models if not spec.remote_url]
+    spread = settings.cpu_binding == "spread" and spread_cores(len(local), os.cpu_count() or 1)
+    cores = dict(zip(local, spread or [], strict=True))
     engines: dict[str, Engine] = {}
     try:
         for spec in settings.models:
@@ -57,6 +62,7 @@ async def start_engines(settings: Settings) -> dict[str, Engine]:
                 kv_cache_bytes=int((spec.kv_cache_gib or settings.kv_cache_gib) * (1 << 30)),
                 block_size=settings.block_size,
                 enforce_eager=settings.enforce_eager,
+                cpu_cores=cores.get(spec.id),
             ))
             logger.info("engine %s started in %.0f s", spec.id, time.monotonic() - start)
     except BaseException:

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from decoding.cpu_cores import spread_cores
 from decoding.errors import ModelUnavailable
 from decoding.weights import MANIFEST, manifest_ok, resolve_weights, write_manifest
 from server.cli import parse_args
@@ -81,3 +82,16 @@ def test_unknown_source(tmp_path):
         resolve_weights("no-such-thing", tmp_path / "cache")
     with pytest.raises(ModelUnavailable, match="does not exist"):
         resolve_weights(str(tmp_path / "missing.gguf"), tmp_path / "cache")
+
+
+@pytest.mark.parametrize(("engines", "cores", "expected"), [
+    (1, 2, None),            # one engine: vLLM's own binding (a core for the front end)
+    (2, 1, None),
+    (2, 2, ["0", "1"]),      # each engine its own core
+    (3, 2, ["0", "1", "0"]),
+    (2, 3, ["0", "1"]),      # core 2 left to the front end
+    (2, 8, ["0-3", "4-6"]),
+    (3, 16, ["0-4", "5-9", "10-14"]),
+])
+def test_local_engines_get_disjoint_cores(engines, cores, expected):
+    assert spread_cores(engines, cores) == expected
