@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -59,8 +60,9 @@ class Strategy(Protocol):
 async def merge_streams(streams: list[AsyncIterator[TextDelta]]) -> AsyncIterator[TextDelta]:
     """Interleave several choices' deltas as they come; cancel the rest on exit."""
     if len(streams) == 1:
-        async for item in streams[0]:
-            yield item
+        async with aclosing(streams[0]) as only:  # closed now, not when collected
+            async for item in only:
+                yield item
         return
     queue: asyncio.Queue[TextDelta | BaseException | None] = asyncio.Queue()
 
