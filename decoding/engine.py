@@ -39,6 +39,10 @@ class Engine(Protocol):
 
     def detokenize(self, token_ids: Sequence[int], *, skip_special_tokens: bool = True) -> str: ...
 
+    def token_texts(self) -> Sequence[str]:
+        """Every token id's own text (index = id); computed once per engine."""
+        ...
+
     def render_chat(
         self,
         messages: Sequence[Message],
@@ -57,3 +61,9 @@ class Engine(Protocol):
         """Raise `EngineUnavailable` if the engine cannot serve requests."""
 
     async def shutdown(self) -> None: ...
+
+
+def decode_vocabulary(tokenizer, size: int) -> tuple[str, ...]:
+    """A Hugging Face tokenizer's text for each id below `size` ('' past its end)."""
+    known = min(size, len(tokenizer))
+    return (*tokenizer.batch_decode([[i] for i in range(known)]), *[""] * (size - known))

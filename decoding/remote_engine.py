@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from decoding.engine import ModelInfo, ModelRole
+from decoding.engine import ModelInfo, ModelRole, decode_vocabulary
 from decoding.errors import EngineUnavailable, InvalidRequest, ModelUnavailable
 from decoding.types import (
     EngineCounters,
@@ -43,6 +43,7 @@ class RemoteEngine:
         self._tokenizer = tokenizer
         self.info = info
         self.counters = EngineCounters()
+        self._token_texts: tuple[str, ...] | None = None
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self._client = httpx.AsyncClient(base_url=config.url, headers=headers,
                                          timeout=config.timeout)
@@ -79,6 +80,11 @@ class RemoteEngine:
 
     def detokenize(self, token_ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         return self._tokenizer.decode(list(token_ids), skip_special_tokens=skip_special_tokens)
+
+    def token_texts(self) -> Sequence[str]:
+        if self._token_texts is None:
+            self._token_texts = decode_vocabulary(self._tokenizer, self.info.vocab_size)
+        return self._token_texts
 
     def render_chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
                     continue_final_message: bool = False) -> str:

@@ -45,6 +45,9 @@ class StandInEngine:
     def detokenize(self, token_ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         return bytes(t for t in token_ids if t < 256).decode(errors="replace")
 
+    def token_texts(self) -> Sequence[str]:
+        return [bytes([i]).decode(errors="replace") if i < 256 else "" for i in range(258)]
+
     def render_chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
                     continue_final_message: bool = False) -> str:
         text = "".join(f"<{m.role}>{m.content}</{m.role}>" for m in messages)

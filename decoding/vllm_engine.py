@@ -15,7 +15,7 @@ from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
-from decoding.engine import ModelInfo, ModelRole
+from decoding.engine import ModelInfo, ModelRole, decode_vocabulary
 from decoding.errors import EngineUnavailable, InvalidRequest
 from decoding.types import (
     EngineCounters,
@@ -53,6 +53,7 @@ class VllmEngine:
         self._tokenizer = llm.tokenizer
         self.info = info
         self.counters = EngineCounters()
+        self._token_texts: tuple[str, ...] | None = None
 
     @classmethod
     def start(cls, config: EngineConfig) -> VllmEngine:
@@ -95,6 +96,11 @@ class VllmEngine:
 
     def detokenize(self, token_ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         return self._tokenizer.decode(list(token_ids), skip_special_tokens=skip_special_tokens)
+
+    def token_texts(self) -> Sequence[str]:
+        if self._token_texts is None:
+            self._token_texts = decode_vocabulary(self._tokenizer, self.info.vocab_size)
+        return self._token_texts
 
     def render_chat(
         self,

@@ -41,7 +41,7 @@ async def start_engines(settings: Settings) -> dict[str, Engine]:
     folders = prepare_models(settings)
     local = [spec.id for spec in settings.models if not spec.remote_url]
     spread = settings.cpu_binding == "spread" and spread_cores(len(local), os.cpu_count() or 1)
-    cores = dict(zip(local, spread or [], strict=True))
+    cores = dict(zip(local, spread, strict=True)) if spread else {}
     engines: dict[str, Engine] = {}
     try:
         for spec in settings.models:

@@ -58,9 +58,12 @@ async def overhead(ours_url: str, vllm_url: str, plan: Plan) -> list[dict]:
     for concurrency, count in plan.overhead:
         bodies = [chat(SMOL, f"Write a story about the number {i}.", 64, ignore_eos=True)
                   for i in range(count)]
+        servers = [("align-serve", ours_url), ("vLLM", vllm_url)]
+        for _, url in servers:  # a first batch this wide is slower on either server
+            await load.run(url, bodies[:concurrency], concurrency)
         runs: dict[str, list[load.Run]] = {"align-serve": [], "vLLM": []}
-        for _ in range(plan.rounds):
-            for name, url in (("align-serve", ours_url), ("vLLM", vllm_url)):
+        for round_ in range(plan.rounds):  # A B, B A, ...: neither always goes first
+            for name, url in servers[::-1] if round_ % 2 else servers:
                 runs[name].append(await load.run(url, bodies, concurrency))
         for name, done in runs.items():
             rows.append({"server": name, "concurrency": concurrency,

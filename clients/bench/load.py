@@ -82,7 +82,8 @@ class Run:
 
     @property
     def ttft(self) -> float:
-        return statistics.mean(r.first - r.start for r in self.results if r.first)
+        firsts = [r.first - r.start for r in self.results if r.first]
+        return statistics.mean(firsts) if firsts else float("nan")
 
     @property
     def itl(self) -> float:

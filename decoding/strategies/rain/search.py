@@ -11,6 +11,7 @@ order, so a seeded search is reproducible.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -223,10 +224,13 @@ class RainSearch:
         room = self.engine.info.max_model_len - len(ids)
         if room <= 0:
             return ""
-        # Stopped here rather than by stop strings: remote servers cap their number.
+        # The engine stops at the first token holding a stop character (no wasted steps;
+        # stop strings would be checked after the step, and remote servers cap them);
+        # `until` is the backstop for a stop character that spans two tokens.
         chunk = await self.call(self.engine, ids, SamplingOptions(
             max_tokens=min(self.params.rollout_max_tokens, room), temperature=1.0,
-            seed=self.seed()), until=_first_stop)
+            seed=self.seed(), stop_token_ids=rollout_stop_ids(self.engine),
+            include_stop_str_in_output=True), until=_first_stop)
         end = _first_stop(chunk.text)
         return chunk.text[:end] if end else chunk.text
 
@@ -338,6 +342,13 @@ class RainSearch:
             "end": self.end,
             "seconds": {k: round(v, 4) for k, v in sorted(self.seconds.items())},
         }
+
+
+@functools.lru_cache(maxsize=16)
+def rollout_stop_ids(engine: Engine) -> tuple[int, ...]:
+    """The ids of every token whose text holds a rollout stop character."""
+    return tuple(i for i, text in enumerate(engine.token_texts())
+                 if any(c in text for c in ROLLOUT_STOPS))
 
 
 def _first_stop(text: str) -> int | None:
