@@ -82,6 +82,7 @@ class TokenAccounting:
     engine_requests: int = 0
     engine_prompt_tokens: int = 0
     engine_cached_tokens: int = 0
+    engine_generated_tokens: int = 0  # by every engine request, used or not
 
     def record_engine_request(self, chunk: GenerationChunk) -> None:
         """Count one engine request; the first one's cache hits are the prompt's."""

@@ -23,6 +23,7 @@ from server.config import Settings
 
 SMOL, GEMMA, QWEN = "smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct"
 RAIN_REDUCED = {"strategy": "rain", "max_visits": 10, "min_searches": 3}
+GAMMAS = (0.4, 0.2, 0.1)  # the default first; the paper found 0.2–0.5 robust
 
 
 @dataclass(frozen=True)
@@ -87,14 +88,33 @@ def cost_row(name: str, run: load.Run, base: load.Run, **extra) -> dict:
 
 
 async def nudging_cost(url: str, questions: list[str]) -> tuple[list[dict], load.Run]:
+    """Nudging vs the base alone, at the default γ and at lower ones (fewer handoffs).
+
+    `step bound` prices every token each engine decoded (kept or not) at that model's
+    own vanilla time per token: the ratio no handoff machinery could beat, since each
+    handoff needs the base's uncertain token and the nudger's word-ending token.
+    """
     base = await load.run(url, [chat(GEMMA, q, 64) for q in questions], 1)
-    nudged = await load.run(url, [chat(GEMMA, q, 64, alignment={"strategy": "nudging"})
-                                  for q in questions], 1)
-    row = cost_row("nudging (gemma-3-270m + smollm2)", nudged, base,
-                   nudge_ratio=mean(nudged.stat("nudge_ratio")),
-                   base_cache_hit=mean(nudged.stat("prefix_cache_hit_rate", "base")),
-                   nudger_cache_hit=mean(nudged.stat("prefix_cache_hit_rate", "nudger")))
-    return [row], nudged
+    nudger = await load.run(url, [chat(SMOL, q, 64) for q in questions], 1)
+    rows, default_run = [], None
+    for gamma in GAMMAS:
+        nudged = await load.run(url, [chat(GEMMA, q, 64, alignment={
+            "strategy": "nudging", "gamma": gamma}) for q in questions], 1)
+        default_run = default_run or nudged
+        decoded = {role: sum(nudged.stat("engine_generated_tokens", role))
+                   for role in ("base", "nudger")}
+        bound = (decoded["base"] * base.seconds_per_token
+                 + decoded["nudger"] * nudger.seconds_per_token) / (
+                     nudged.tokens * base.seconds_per_token)
+        rows.append(cost_row(f"nudging γ={gamma} (gemma-3-270m + smollm2)", nudged, base,
+                             nudge_ratio=mean(nudged.stat("nudge_ratio")),
+                             handoffs_per_token=sum(nudged.stat("handoffs")) / nudged.tokens,
+                             step_bound=bound,
+                             base_cache_hit=mean(nudged.stat("prefix_cache_hit_rate", "base")),
+                             nudger_cache_hit=mean(nudged.stat("prefix_cache_hit_rate",
+                                                               "nudger"))))
+    assert default_run is not None
+    return rows, default_run
 
 
 def per_set(counts: list[float], sets: list[int]) -> float:
@@ -117,6 +137,10 @@ async def rain_cost(url: str, questions: list[str]) -> list[dict]:
         rows.append(cost_row(name, done, base,
                              searches_per_set=per_set(done.stat("searches"), sets),
                              evaluations_per_set=per_set(done.stat("evaluations"), sets),
+                             decoded_per_token=mean(done.stat(
+                                 "engine_tokens_per_answer_token", "generated")),
+                             prefilled_per_token=mean(done.stat(
+                                 "engine_tokens_per_answer_token", "prefilled")),
                              cache_hit=mean(done.stat("prefix_cache_hit_rate"))))
     return rows
 
@@ -167,6 +191,12 @@ async def main() -> None:
     args = parser.parse_args()
     plan = FULL if args.full else QUICK
     started = time.monotonic()
+    laps: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        laps[name] = round(time.monotonic() - started - sum(laps.values()), 1)
+        print(f"{name}: {laps[name]:.0f} s", flush=True)
+
     settings = Settings()
     weights = {name: resolve_weights(name, settings.cache_dir) for name in (SMOL, GEMMA)}
     cache = args.out / "data"
@@ -184,32 +214,33 @@ async def main() -> None:
     try:
         single.wait_healthy()
         theirs.wait_healthy()
-        print("servers up; measuring server overhead", flush=True)
+        lap("servers up")
         sections["server overhead"] = await overhead(single.url, theirs.url, plan)
+        lap("server overhead")
     finally:
         single.stop()
         theirs.stop()
     mine = ours(free_port(), logs / "align-serve.log", *flags)
     try:
         mine.wait_healthy()
-        print("nudging cost", flush=True)
-        nudge_rows, nudged_mt = await nudging_cost(mine.url, mt)
-        print("rain cost", flush=True)
-        sections["strategy cost"] = nudge_rows + await rain_cost(
-            mine.url, harmful[: plan.rain_prompts])
-        print("scaling", flush=True)
+        lap("two-model server up")
+        sections["nudging cost"], nudged_mt = await nudging_cost(mine.url, mt)
+        lap("nudging cost")
+        sections["RAIN cost"] = await rain_cost(mine.url, harmful[: plan.rain_prompts])
+        lap("RAIN cost")
         sections["scaling"] = await scaling(mine.url, harmful, plan.scaling)
-        print("effect", flush=True)
+        lap("scaling")
         sections["effect"] = await effect(mine.url, harmful[: plan.effect_prompts], mt,
                                           nudged_mt)
+        lap("effect")
     finally:
         mine.stop()
-    print("evaluator accuracy (in-process engines)", flush=True)
     judges = weights | {QWEN: resolve_weights(QWEN, settings.cache_dir)}
     sections["evaluator accuracy (20 labelled pairs)"] = await evaluator.measure(
         judges, data.labelled_pairs())
+    lap("evaluator accuracy (in-process engines)")
     meta = {"machine": report.machine(), "mode": "full" if args.full else "quick",
-            "seconds": time.monotonic() - started}
+            "seconds": time.monotonic() - started, "section seconds": laps}
     print(report.write(args.out, sections, meta))
 
 

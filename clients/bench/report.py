@@ -33,8 +33,9 @@ def _cell(value: Any) -> str:
 def write(out: Path, sections: dict[str, list[dict]], meta: dict) -> str:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"meta": meta, **sections}, indent=1))
+    laps = ", ".join(f"{name} {s:.0f} s" for name, s in meta.get("section seconds", {}).items())
     text = f"Machine: {meta['machine']}; mode: {meta['mode']}; " \
-           f"total {meta['seconds']:.0f} s.\n\n"
+           f"total {meta['seconds']:.0f} s ({laps}).\n\n"
     for name, rows in sections.items():
         text += f"### {name}\n\n{table(rows)}\n"
     (out / "results.md").write_text(text)
@@ -68,7 +69,7 @@ def plot(out: Path, sections: dict[str, list[dict]]) -> None:
     lines(sections.get("scaling", []), "strategy", "concurrency", "tokens/s", "scaling.png",
           xlabel="concurrent requests", ylabel="aggregate output tokens/s", yscale="log",
           title="Continuous batching across requests")
-    cost = sections.get("strategy cost", [])
+    cost = sections.get("nudging cost", []) + sections.get("RAIN cost", [])
     if cost:
         fig, ax = plt.subplots(figsize=(7, 4))
         ax.barh([r["strategy"] for r in cost], [r["time/token ratio"] for r in cost])

@@ -42,6 +42,7 @@ class Ledger:
     requests: int = 0
     sent_tokens: int = 0
     cached_tokens: int = 0
+    generated_tokens: int = 0  # received from the engine, kept or not
 
     def add_text(self, text: str) -> None:
         self.ids += self.engine.tokenize(text, add_special_tokens=False)
@@ -59,6 +60,7 @@ class Ledger:
                     self.sent_tokens += chunk.prompt_tokens
                     self.cached_tokens += chunk.cached_tokens
                     accounting.record_engine_request(chunk)
+                self.generated_tokens += len(chunk.token_ids)
                 yield chunk
 
 
@@ -306,5 +308,7 @@ def _stats(states: list[NudgeState], params: NudgingParams) -> dict:
         },
         "engine_requests": {role: sum(getattr(s, role).requests for s in states)
                             for role in ("base", "nudger")},
+        "engine_generated_tokens": {role: sum(getattr(s, role).generated_tokens for s in states)
+                                    for role in ("base", "nudger")},
     }
     return stats

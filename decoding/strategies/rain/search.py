@@ -115,6 +115,7 @@ class RainSearch:
                 if until is not None and until(merged.text):
                     break
         assert merged is not None
+        self.accounting.engine_generated_tokens += len(merged.token_ids)
         return merged
 
     # --- the phases of one search -------------------------------------------------
@@ -380,4 +381,11 @@ class RainStrategy:
         stats = [s.stats() for s in searches]
         run.stats.update(stats[0] if len(stats) == 1 else {"choices": stats})
         run.stats["seconds_total"] = round(time.perf_counter() - started, 4)
-        run.stats["prefix_cache_hit_rate"] = round(run.accounting.prefix_cache_hit_rate, 4)
+        accounting = run.accounting
+        run.stats["prefix_cache_hit_rate"] = round(accounting.prefix_cache_hit_rate, 4)
+        # the work behind each answer token: tokens the engine decoded and prefilled
+        answer = max(1, accounting.completion_tokens)
+        run.stats["engine_tokens_per_answer_token"] = {
+            "generated": round(accounting.engine_generated_tokens / answer, 2),
+            "prefilled": round((accounting.engine_prompt_tokens
+                                - accounting.engine_cached_tokens) / answer, 2)}
