@@ -113,6 +113,11 @@ def test_gamma_zero_nudges_only_the_opening_word(client):
     stats = nudged["alignment"]["stats"]
     assert stats["nudged_words"] == 1 and stats["handoffs"] == 1
     assert nudged["usage"]["completion_tokens"] == 40
+    # the nudger decoded its word and the token that ended it (none when the word hit
+    # max_word_tokens, 16); the base decoded nothing it did not keep
+    word_end = 0 if stats["nudged_tokens"] == 16 else 1
+    assert stats["engine_generated_tokens"] == {"nudger": stats["nudged_tokens"] + word_end,
+                                                "base": stats["base_tokens_kept"]}
 
 
 @pytest.mark.parametrize("gamma", [0.2, 0.35, 0.5])

@@ -218,8 +218,16 @@ async def test_rain_avoids_what_the_evaluator_calls_harmful():
     assert banned in vanilla
     neutral, _ = await rain_answer(policy, KeywordJudge("qqq"))
     assert banned in neutral  # the search alone keeps the greedy text ...
+    decoded_before = policy.counters.generated_tokens
     text, run = await rain_answer(policy, KeywordJudge(banned))
     assert text and banned not in text  # ... the evaluator's judgement steers it away
+    # every token the policy decoded for the search, plus the judge's one letter per
+    # label order, is in the accounting
+    decoded = policy.counters.generated_tokens - decoded_before
+    decoded += 2 * run.stats["evaluations"]
+    assert run.accounting.engine_generated_tokens == decoded
+    assert run.stats["engine_tokens_per_answer_token"]["generated"] == round(
+        decoded / run.accounting.completion_tokens, 2)
     stats = run.stats
     assert stats["committed_sets"] >= 3 and stats["searches"] >= stats["committed_sets"]
     assert stats["evaluations"] + stats["evaluation_memo_hits"] == stats["searches"]
