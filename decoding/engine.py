@@ -23,6 +23,7 @@ class ModelInfo:
     eos_token_ids: tuple[int, ...]
     bos_token_id: int | None
     has_chat_template: bool
+    kv_block_size: int = 1  # the prefix cache reuses whole blocks only (1: unknown)
 
 
 class Engine(Protocol):

@@ -33,7 +33,7 @@ class StandInEngine:
     def __init__(self, model_id: str = "stand-in", *, role: ModelRole = "chat",
                  max_model_len: int = 512) -> None:
         self.info = ModelInfo(model_id, f"/stand-in/{model_id}", role, max_model_len, 258,
-                              (EOS,), BOS, role == "chat")
+                              (EOS,), BOS, role == "chat", BLOCK)
         self.counters = EngineCounters()
         self.dead = False
         self.aborted: list[str] = []

@@ -83,20 +83,35 @@ class TokenAccounting:
     engine_prompt_tokens: int = 0
     engine_cached_tokens: int = 0
     engine_generated_tokens: int = 0  # by every engine request, used or not
+    engine_cacheable_tokens: int = 0  # the most a perfect prefix cache could have served
 
-    def record_engine_request(self, chunk: GenerationChunk) -> None:
+    def record_engine_request(self, chunk: GenerationChunk, block_size: int) -> None:
         """Count one engine request; the first one's cache hits are the prompt's."""
         if not self.engine_requests:
             self.cached_prompt_tokens = chunk.cached_tokens
         self.engine_requests += 1
         self.engine_prompt_tokens += chunk.prompt_tokens
         self.engine_cached_tokens += chunk.cached_tokens
+        self.engine_cacheable_tokens += cacheable(chunk.prompt_tokens, block_size)
 
     @property
     def prefix_cache_hit_rate(self) -> float:
         if not self.engine_prompt_tokens:
             return 0.0
         return self.engine_cached_tokens / self.engine_prompt_tokens
+
+    @property
+    def prefix_cache_hit_ceiling(self) -> float:
+        """The hit rate had every earlier token been cached: whole blocks, last token not."""
+        if not self.engine_prompt_tokens:
+            return 0.0
+        return self.engine_cacheable_tokens / self.engine_prompt_tokens
+
+
+def cacheable(prompt_tokens: int, block_size: int) -> int:
+    """Prompt tokens a prefix cache of `block_size`-token blocks can serve at most: it
+    keeps whole blocks, and the last prompt token is always computed (for its logits)."""
+    return max(0, prompt_tokens - 1) // block_size * block_size
 
 
 @dataclass(slots=True)

@@ -88,6 +88,7 @@ class VllmEngine:
             eos_token_ids=tuple(sorted(eos)),
             bos_token_id=tokenizer.bos_token_id,
             has_chat_template=has_template,
+            kv_block_size=llm.vllm_config.cache_config.block_size,
         )
         return cls(llm, info)
 

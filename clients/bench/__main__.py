@@ -110,11 +110,16 @@ async def nudging_cost(url: str, questions: list[str]) -> tuple[list[dict], load
                              nudge_ratio=mean(nudged.stat("nudge_ratio")),
                              handoffs_per_token=sum(nudged.stat("handoffs")) / nudged.tokens,
                              step_bound=bound,
-                             base_cache_hit=mean(nudged.stat("prefix_cache_hit_rate", "base")),
-                             nudger_cache_hit=mean(nudged.stat("prefix_cache_hit_rate",
-                                                               "nudger"))))
+                             **cache_columns(nudged, "base"),
+                             **cache_columns(nudged, "nudger")))
     assert default_run is not None
     return rows, default_run
+
+
+def cache_columns(run: load.Run, role: str) -> dict[str, float]:
+    """A model's prefix-cache hit rate, and the most whole KV blocks could have given."""
+    return {f"{role}_cache_hit": mean(run.stat("prefix_cache_hit_rate", role)),
+            f"{role}_cache_ceiling": mean(run.stat("prefix_cache_hit_ceiling", role))}
 
 
 def per_set(counts: list[float], sets: list[int]) -> float:
@@ -141,7 +146,8 @@ async def rain_cost(url: str, questions: list[str]) -> list[dict]:
                                  "engine_tokens_per_answer_token", "generated")),
                              prefilled_per_token=mean(done.stat(
                                  "engine_tokens_per_answer_token", "prefilled")),
-                             cache_hit=mean(done.stat("prefix_cache_hit_rate"))))
+                             cache_hit=mean(done.stat("prefix_cache_hit_rate")),
+                             cache_ceiling=mean(done.stat("prefix_cache_hit_ceiling"))))
     return rows
 
 

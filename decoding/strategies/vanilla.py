@@ -43,7 +43,7 @@ class VanillaStrategy:
             async for chunk in stream:
                 if first:
                     first = False
-                    run.accounting.record_engine_request(chunk)
+                    run.accounting.record_engine_request(chunk, request.engine.info.kv_block_size)
                 run.accounting.completion_tokens += len(chunk.token_ids)
                 yield TextDelta(
                     index, chunk.text, chunk.token_ids, chunk.logprobs, chunk.finish_reason

@@ -128,6 +128,9 @@ def test_spans_concatenate_to_content_and_stream_matches(client, gamma):
     stats = whole["alignment"]["stats"]
     assert stats["nudged_tokens"] + stats["base_tokens_kept"] == whole["usage"][
         "completion_tokens"]
+    for role in ("base", "nudger"):  # hits never exceed what whole blocks allow
+        assert 0 < stats["prefix_cache_hit_rate"][role] <= stats["prefix_cache_hit_ceiling"][
+            role] < 1
     body = {"model": "base", "messages": MESSAGES, "max_tokens": 40, "stream": True,
             "alignment": {"strategy": "nudging", "nudging_model": "chat", "gamma": gamma}}
     events = client.post("/v1/chat/completions", json=body).text.split("\n\n")

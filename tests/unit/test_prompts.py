@@ -3,7 +3,7 @@ import pytest
 from decoding.errors import ContextLengthExceeded, InvalidRequest
 from decoding.prompts import PLAIN_STOP, chat_prompt, render_plain, resolve_max_tokens
 from decoding.stand_in import BOS, StandInEngine
-from decoding.types import Message
+from decoding.types import Message, cacheable
 
 
 def test_plain_transcript_for_base_models():
@@ -55,3 +55,11 @@ def test_context_overflow(prompt, asked, param):
         resolve_max_tokens(StandInEngine().info, prompt, asked)
     assert info.value.param == param
     assert "maximum context length is 512" in info.value.message
+
+
+@pytest.mark.parametrize(("prompt", "block", "expected"), [
+    (1, 32, 0), (32, 32, 0), (33, 32, 32), (65, 32, 64), (64, 32, 32), (10, 1, 9),
+])
+def test_cacheable_prompt_tokens_are_whole_blocks_before_the_last_token(prompt, block,
+                                                                        expected):
+    assert cacheable(prompt, block) == expected

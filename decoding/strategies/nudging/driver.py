@@ -29,7 +29,13 @@ from decoding.strategies.nudging.policy import (
     tokens_before,
     word_done,
 )
-from decoding.types import FinishReason, GenerationChunk, SamplingOptions, TokenAccounting
+from decoding.types import (
+    FinishReason,
+    GenerationChunk,
+    SamplingOptions,
+    TokenAccounting,
+    cacheable,
+)
 
 
 @dataclass(slots=True)
@@ -43,6 +49,7 @@ class Ledger:
     sent_tokens: int = 0
     cached_tokens: int = 0
     generated_tokens: int = 0  # received from the engine, kept or not
+    cacheable_tokens: int = 0  # the most whole-block prefix caching could serve
 
     def add_text(self, text: str) -> None:
         self.ids += self.engine.tokenize(text, add_special_tokens=False)
@@ -59,7 +66,9 @@ class Ledger:
                     self.requests += 1
                     self.sent_tokens += chunk.prompt_tokens
                     self.cached_tokens += chunk.cached_tokens
-                    accounting.record_engine_request(chunk)
+                    block = self.engine.info.kv_block_size
+                    self.cacheable_tokens += cacheable(chunk.prompt_tokens, block)
+                    accounting.record_engine_request(chunk, block)
                 self.generated_tokens += len(chunk.token_ids)
                 yield chunk
 
@@ -301,14 +310,18 @@ def _stats(states: list[NudgeState], params: NudgingParams) -> dict:
         "base_tokens_discarded": sum(s.base_discarded for s in states),
         "handoffs": sum(s.rounds for s in states),
         "end": [s.end for s in states] if len(states) > 1 else states[0].end,
-        "prefix_cache_hit_rate": {
-            role: round(sum(getattr(s, role).cached_tokens for s in states)
-                        / max(1, sum(getattr(s, role).sent_tokens for s in states)), 4)
-            for role in ("base", "nudger")
-        },
+        "prefix_cache_hit_rate": _per_role(states, "cached_tokens"),
+        "prefix_cache_hit_ceiling": _per_role(states, "cacheable_tokens"),
         "engine_requests": {role: sum(getattr(s, role).requests for s in states)
                             for role in ("base", "nudger")},
         "engine_generated_tokens": {role: sum(getattr(s, role).generated_tokens for s in states)
                                     for role in ("base", "nudger")},
     }
     return stats
+
+
+def _per_role(states: list[NudgeState], counter: str) -> dict[str, float]:
+    """A ledger counter as a share of the prompt tokens sent, per model."""
+    return {role: round(sum(getattr(getattr(s, role), counter) for s in states)
+                        / max(1, sum(getattr(s, role).sent_tokens for s in states)), 4)
+            for role in ("base", "nudger")}

@@ -105,7 +105,7 @@ class RainSearch:
             async for chunk in stream:
                 if merged is None:
                     merged = chunk
-                    self.accounting.record_engine_request(chunk)
+                    self.accounting.record_engine_request(chunk, engine.info.kv_block_size)
                 else:
                     merged.token_ids += chunk.token_ids
                     merged.text += chunk.text
@@ -383,6 +383,7 @@ class RainStrategy:
         run.stats["seconds_total"] = round(time.perf_counter() - started, 4)
         accounting = run.accounting
         run.stats["prefix_cache_hit_rate"] = round(accounting.prefix_cache_hit_rate, 4)
+        run.stats["prefix_cache_hit_ceiling"] = round(accounting.prefix_cache_hit_ceiling, 4)
         # the work behind each answer token: tokens the engine decoded and prefilled
         answer = max(1, accounting.completion_tokens)
         run.stats["engine_tokens_per_answer_token"] = {
