@@ -236,31 +236,38 @@ class RainSearch:
         return chunk.text[:end] if end else chunk.text
 
     async def simulate(self, path: list[Node], expand: bool) -> tuple[float, list]:
-        """Rollout + evaluation (and the leaf's expansion, concurrently); then embeddings."""
+        """Rollout, then evaluation and embeddings side by side; the leaf's expansion
+        runs concurrently with all three."""
         path_ids = self.path_ids(path)
         text = self.answer_text(path_ids)
         done = self.finished(path, text)
 
-        async def judge() -> tuple[float, str]:
+        async def judge_and_embed() -> tuple[float, list]:
             with self.phase("rollout"):
                 tail = "" if done else await self.rollout(path, text)
-            with self.phase("evaluate"):
-                conversation = conversation_text(self.request.messages, self.prompt_text,
-                                                 text + tail)
-                return await self.evaluator.score(conversation), tail
+            conversation = conversation_text(self.request.messages, self.prompt_text,
+                                             text + tail)
+            return await asyncio.gather(self.evaluate(conversation), self.embed(path, tail))
 
         if expand and not done and not path[-1].children:
             async def grow() -> None:
                 with self.phase("expand"):
                     await self.expand(path[-1], path)
-            (value, tail), _ = await asyncio.gather(judge(), grow())
+            (value, vectors), _ = await asyncio.gather(judge_and_embed(), grow())
         else:
-            value, tail = await judge()
+            value, vectors = await judge_and_embed()
+        return value, [None, *vectors]
+
+    async def evaluate(self, conversation: str) -> float:
+        with self.phase("evaluate"):
+            return await self.evaluator.score(conversation)
+
+    async def embed(self, path: list[Node], tail: str) -> list:
+        """Each non-root node's text from its first token through the rollout."""
         with self.phase("embed"):
             texts = [self.engine.detokenize([t for n in path[i:] for t in n.token_ids]) + tail
                      for i in range(1, len(path))]
-            vectors = await self.embedder.embed(texts)
-        return value, [None, *vectors]
+            return await self.embedder.embed(texts)
 
     # --- the outer loop ------------------------------------------------------------
 
