@@ -198,10 +198,16 @@ async def main() -> None:
     plan = FULL if args.full else QUICK
     started = time.monotonic()
     laps: dict[str, float] = {}
+    sections: dict[str, list[dict]] = {}
 
-    def lap(name: str) -> None:
+    def lap(name: str) -> str:
+        """Time the section just done and save everything so far (a later failure
+        keeps the finished sections)."""
         laps[name] = round(time.monotonic() - started - sum(laps.values()), 1)
         print(f"{name}: {laps[name]:.0f} s", flush=True)
+        meta = {"machine": report.machine(), "mode": "full" if args.full else "quick",
+                "seconds": time.monotonic() - started, "section seconds": laps}
+        return report.write(args.out, sections, meta)
 
     settings = Settings()
     weights = {name: resolve_weights(name, settings.cache_dir) for name in (SMOL, GEMMA)}
@@ -216,7 +222,6 @@ async def main() -> None:
     theirs = vllm_server(free_port(), logs / "vllm.log", weights[SMOL], SMOL,
                          max_model_len=4096, block_size=settings.block_size,
                          kv_cache_bytes=2 << 30)
-    sections: dict[str, list[dict]] = {}
     try:
         single.wait_healthy()
         theirs.wait_healthy()
@@ -244,10 +249,7 @@ async def main() -> None:
     judges = weights | {QWEN: resolve_weights(QWEN, settings.cache_dir)}
     sections["evaluator accuracy (20 labelled pairs)"] = await evaluator.measure(
         judges, data.labelled_pairs())
-    lap("evaluator accuracy (in-process engines)")
-    meta = {"machine": report.machine(), "mode": "full" if args.full else "quick",
-            "seconds": time.monotonic() - started, "section seconds": laps}
-    print(report.write(args.out, sections, meta))
+    print(lap("evaluator accuracy (in-process engines)"))
 
 
 if __name__ == "__main__":  # engines spawn processes: the guard is required
