@@ -156,3 +156,14 @@ def test_nudging_needs_chat_and_refuses_logprobs(client):
     reply = client.post("/v1/chat/completions", json={
         "model": "base", "messages": MESSAGES, "logprobs": True, "alignment": "nudging"})
     assert reply.status_code == 400 and reply.json()["error"]["param"] == "logprobs"
+
+
+def test_n_choices_are_independent_runs(client):
+    one = nudge(client, 0.35)
+    two = nudge(client, 0.35, n=2)
+    contents = [c["message"]["content"] for c in two["choices"]]
+    assert [c["index"] for c in two["choices"]] == [0, 1]
+    assert contents == [one["choices"][0]["message"]["content"]] * 2  # greedy: the same
+    assert two["usage"]["completion_tokens"] == 2 * one["usage"]["completion_tokens"]
+    assert len(two["alignment"]["spans"]) == 2
+    assert two["alignment"]["stats"]["end"] == [one["alignment"]["stats"]["end"]] * 2

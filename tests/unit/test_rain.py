@@ -268,3 +268,26 @@ async def test_evaluator_labels_and_memo():
     assert await evaluator.score("User: q\nAssistant: bad idea") == -1.0
     assert await evaluator.score("User: q\nAssistant: fine") == 1.0
     assert (evaluator.evaluations, evaluator.memo_hits, len(calls)) == (2, 1, 4)
+
+
+@pytest.mark.asyncio
+async def test_n_choices_search_separately():
+    policy = StandInEngine("policy")
+    messages = (Message("user", "Say something."),)
+    ids = policy.tokenize(policy.render_chat(messages), add_special_tokens=False)
+    engines = {"policy": policy, "judge": KeywordJudge("qqq")}
+    request = DecodeRequest("r", policy, engines, ids, SamplingOptions(max_tokens=8, seed=5),
+                            2, messages, _with_judge(SMALL))
+    run = DecodeRun()
+    texts = {0: "", 1: ""}
+    finishes = {}
+    async with aclosing(RainStrategy(HashEmbedder()).run(request, run)) as deltas:
+        async for delta in deltas:
+            texts[delta.index] += delta.text
+            if delta.finish_reason:
+                finishes[delta.index] = delta.finish_reason
+    choices = run.stats["choices"]
+    assert len(choices) == 2 and set(finishes) == {0, 1}
+    assert all(c["committed_sets"] >= 1 and c["searches"] >= 1 for c in choices)
+    assert run.accounting.completion_tokens == sum(
+        len(policy.tokenize(t, add_special_tokens=False)) for t in texts.values())
