@@ -26,6 +26,20 @@ class ModelInfo:
     kv_block_size: int = 1  # the prefix cache reuses whole blocks only (1: unknown)
 
 
+class TokenSession(Protocol):
+    """One engine request that keeps its context (and KV cache) between steps.
+
+    Each step appends tokens and decodes exactly one more token, which is *not* part of
+    the context: the next step's tokens follow the context, so the caller decides
+    whether the decoded token stays (by sending it) or not.
+    """
+
+    async def step(self, new_token_ids: Sequence[int], options: SamplingOptions
+                   ) -> GenerationChunk: ...
+
+    async def close(self) -> None: ...
+
+
 class Engine(Protocol):
     """An async text-generation engine on token ids, with its tokenizer.
 
@@ -55,6 +69,10 @@ class Engine(Protocol):
     def generate(
         self, prompt_token_ids: Sequence[int], options: SamplingOptions, request_id: str
     ) -> AsyncIterator[GenerationChunk]: ...
+
+    def open_session(self, request_id: str) -> TokenSession | None:
+        """A `TokenSession`, or None when the engine cannot keep a request open."""
+        ...
 
     async def abort(self, request_ids: Sequence[str]) -> None: ...
 

@@ -169,6 +169,9 @@ class RemoteEngine:
                                choice.get("finish_reason"), choice.get("stop_reason"),
                                prompt_tokens, 0)
 
+    def open_session(self, request_id: str) -> None:
+        return None  # an HTTP server keeps no request open between calls
+
     async def abort(self, request_ids: Sequence[str]) -> None:
         """Remote requests end when their stream is closed, which `generate` does."""
 

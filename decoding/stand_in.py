@@ -108,6 +108,9 @@ class StandInEngine:
             if not finished:
                 self.aborted.append(request_id)
 
+    def open_session(self, request_id: str) -> StandInSession:
+        return StandInSession(self, request_id)
+
     async def abort(self, request_ids: Sequence[str]) -> None:
         self.aborted.extend(request_ids)
 
@@ -117,6 +120,38 @@ class StandInEngine:
 
     async def shutdown(self) -> None:
         self.dead = True
+
+
+class StandInSession:
+    """Greedy steps on a growing context, as `VllmSession` takes them (greedy only)."""
+
+    def __init__(self, engine: StandInEngine, request_id: str) -> None:
+        self._engine = engine
+        self._request_id = request_id
+        self._context: list[int] = []
+
+    async def step(self, new_token_ids: Sequence[int], options: SamplingOptions
+                   ) -> GenerationChunk:
+        if self._engine.dead:
+            raise EngineUnavailable("the stand-in engine is dead")
+        counters = self._engine.counters
+        if not self._context:
+            counters.requests += 1
+            counters.running += 1
+        await asyncio.sleep(0)
+        self._context += new_token_ids
+        dist = self._engine.distribution(self._context)
+        token, logprob = dist[0]
+        counters.prompt_tokens += len(new_token_ids)
+        counters.generated_tokens += 1
+        return GenerationChunk([token], "", _logprobs(token, logprob, dist, options.logprobs),
+                               prompt_tokens=len(self._context),
+                               cached_tokens=len(self._context) - len(new_token_ids))
+
+    async def close(self) -> None:
+        if self._context:
+            self._engine.counters.running -= 1
+            self._context = []
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.engine.protocol import StreamingInput
 from vllm.exceptions import VLLMClientError
+from vllm.inputs import TokensPrompt
 from vllm.platforms import current_platform
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
@@ -130,34 +134,44 @@ class VllmEngine:
             stream = self._llm.generate(
                 {"prompt_token_ids": list(prompt_token_ids)}, params, request_id
             )
-            async for out in stream:
-                completion = out.outputs[0]
-                chunk = GenerationChunk(
-                    token_ids=list(completion.token_ids),
-                    text=completion.text,
-                    logprobs=_logprobs(completion.logprobs, options.logprobs),
-                    finish_reason=completion.finish_reason if out.finished else None,
-                    stop_reason=completion.stop_reason,
-                    prompt_tokens=len(prompt_token_ids),
-                    cached_tokens=out.num_cached_tokens or 0,
-                )
-                if first:
-                    first = False
-                    self.counters.requests += 1
-                    self.counters.prompt_tokens += chunk.prompt_tokens
-                    self.counters.cached_tokens += chunk.cached_tokens
-                self.counters.generated_tokens += len(chunk.token_ids)
-                finished = out.finished
-                yield chunk
-        except EngineDeadError as exc:
-            raise EngineUnavailable(f"the engine of {self.info.model_id!r} is dead") from exc
-        except (VLLMClientError, ValueError) as exc:
-            raise InvalidRequest(str(exc)) from exc
+            with self._errors():
+                async for out in stream:
+                    completion = out.outputs[0]
+                    chunk = GenerationChunk(
+                        token_ids=list(completion.token_ids),
+                        text=completion.text,
+                        logprobs=_logprobs(completion.logprobs, options.logprobs),
+                        finish_reason=completion.finish_reason if out.finished else None,
+                        stop_reason=completion.stop_reason,
+                        prompt_tokens=len(prompt_token_ids),
+                        cached_tokens=out.num_cached_tokens or 0,
+                    )
+                    if first:
+                        first = False
+                        self.counters.requests += 1
+                        self.counters.prompt_tokens += chunk.prompt_tokens
+                        self.counters.cached_tokens += chunk.cached_tokens
+                    self.counters.generated_tokens += len(chunk.token_ids)
+                    finished = out.finished
+                    yield chunk
         finally:
             self.counters.running -= 1
             if not finished:
                 self.counters.aborted += 1
                 await self.abort([request_id])
+
+    def open_session(self, request_id: str) -> VllmSession:
+        return VllmSession(self, request_id)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """vLLM's exceptions as ours."""
+        try:
+            yield
+        except EngineDeadError as exc:
+            raise EngineUnavailable(f"the engine of {self.info.model_id!r} is dead") from exc
+        except (VLLMClientError, ValueError) as exc:
+            raise InvalidRequest(str(exc)) from exc
 
     async def abort(self, request_ids: Sequence[str]) -> None:
         if hasattr(self, "_llm") and not self._llm.errored:
@@ -171,6 +185,57 @@ class VllmEngine:
         self._llm.shutdown()
         # Drop the engine now: its __del__ shuts down again, which fails at interpreter exit.
         del self._llm
+
+
+class VllmSession:
+    """A `TokenSession` on vLLM's streaming-input requests: the request stays in the
+    engine between steps with its KV cache, so a step computes only its new tokens
+    (a fresh request would recompute the partial last KV block and pay a start-up)."""
+
+    def __init__(self, engine: VllmEngine, request_id: str) -> None:
+        self._engine = engine
+        self._request_id = request_id
+        self._inputs: asyncio.Queue[StreamingInput] = asyncio.Queue()
+        self._outputs: AsyncGenerator | None = None
+        self._context = 0
+
+    async def _input_stream(self) -> AsyncIterator[StreamingInput]:
+        while True:  # ends when vLLM cancels it (the request is aborted)
+            yield await self._inputs.get()
+
+    async def step(self, new_token_ids: Sequence[int], options: SamplingOptions
+                   ) -> GenerationChunk:
+        params = _sampling_params(replace(options, max_tokens=1))
+        self._inputs.put_nowait(StreamingInput(TokensPrompt(prompt_token_ids=list(
+            new_token_ids)), params))
+        counters = self._engine.counters
+        first = self._outputs is None
+        if self._outputs is None:
+            self._outputs = self._engine._llm.generate(self._input_stream(), params,
+                                                       self._request_id)
+            counters.requests += 1
+            counters.running += 1
+        self._context += len(new_token_ids)
+        with self._engine._errors():
+            while not (out := await anext(self._outputs)).outputs[0].token_ids:
+                pass  # an input's own acknowledgement carries no token
+        completion = out.outputs[0]
+        cached = (out.num_cached_tokens or 0) if first else self._context - len(new_token_ids)
+        counters.prompt_tokens += len(new_token_ids)
+        counters.cached_tokens += cached if first else 0
+        counters.generated_tokens += 1
+        return GenerationChunk(
+            token_ids=list(completion.token_ids[-1:]), text="",
+            logprobs=_logprobs(completion.logprobs[-1:] if completion.logprobs else None,
+                               options.logprobs),
+            prompt_tokens=self._context, cached_tokens=cached)
+
+    async def close(self) -> None:
+        if self._outputs is None:
+            return
+        outputs, self._outputs = self._outputs, None
+        self._engine.counters.running -= 1
+        await outputs.aclose()  # aborts the request and cancels its input stream
 
 
 def _start_bound(args: AsyncEngineArgs, cores: str | None) -> AsyncLLM:

@@ -129,7 +129,7 @@ def test_spans_concatenate_to_content_and_stream_matches(client, gamma):
     assert stats["nudged_tokens"] + stats["base_tokens_kept"] == whole["usage"][
         "completion_tokens"]
     for role in ("base", "nudger"):  # hits never exceed what whole blocks allow
-        assert 0 < stats["prefix_cache_hit_rate"][role] <= stats["prefix_cache_hit_ceiling"][
+        assert 0 <= stats["prefix_cache_hit_rate"][role] <= stats["prefix_cache_hit_ceiling"][
             role] < 1
     body = {"model": "base", "messages": MESSAGES, "max_tokens": 40, "stream": True,
             "alignment": {"strategy": "nudging", "nudging_model": "chat", "gamma": gamma}}
@@ -167,3 +167,35 @@ def test_n_choices_are_independent_runs(client):
     assert two["usage"]["completion_tokens"] == 2 * one["usage"]["completion_tokens"]
     assert len(two["alignment"]["spans"]) == 2
     assert two["alignment"]["stats"]["end"] == [one["alignment"]["stats"]["end"]] * 2
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("gamma", [0.2, 0.35, 0.5])
+async def test_kept_open_sessions_write_what_fresh_requests_write(gamma):
+    """Greedy runs go through sessions; a penalty sends every run as a new request.
+    The stand-in ignores penalties, so both paths must give the same answer."""
+    from contextlib import aclosing
+
+    from decoding.stand_in import StandInEngine
+    from decoding.strategies.base import DecodeRequest, DecodeRun
+    from decoding.strategies.nudging import NudgingParams, NudgingStrategy
+    from decoding.types import SamplingOptions
+
+    answers, runs = [], []
+    for penalty in (1.0, 1.01):
+        engines = {"chat": StandInEngine("chat"), "base": StandInEngine("base", role="base")}
+        request = DecodeRequest(
+            "r", engines["base"], engines, [], SamplingOptions(
+                max_tokens=40, temperature=0, repetition_penalty=penalty), 1,
+            (Message("user", "Tell me something."),), NudgingParams("chat", gamma=gamma))
+        run, text = DecodeRun(), ""
+        async with aclosing(NudgingStrategy().run(request, run)) as deltas:
+            async for delta in deltas:
+                text += delta.text
+        answers.append(text)
+        runs.append(run.stats)
+        assert all(e.counters.running == 0 for e in engines.values())
+    assert answers[0] == answers[1]
+    session, fresh = runs
+    assert session["handoffs"] == fresh["handoffs"]
+    assert session["engine_requests"]["nudger"] < fresh["engine_requests"]["nudger"]

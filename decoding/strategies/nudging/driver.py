@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
-from decoding.engine import Engine
+from decoding.engine import Engine, TokenSession
 from decoding.prompts import PLAIN_STOP, render_plain
 from decoding.strategies.base import DecodeRequest, DecodeRun, TextDelta, merge_streams
 from decoding.strategies.nudging.params import NudgingParams
@@ -34,13 +34,21 @@ from decoding.types import (
     GenerationChunk,
     SamplingOptions,
     TokenAccounting,
+    TokenLogprob,
     cacheable,
 )
 
 
 @dataclass(slots=True)
 class Ledger:
-    """The token ids one model has been given: its prompt, then the answer so far."""
+    """The token ids one model has been given: its prompt, then the answer so far.
+
+    Greedy runs go through one `TokenSession` kept open across the rounds: each step
+    sends only the ledger's new tokens, and the token a run stopped at (the base's
+    uncertain one, the nudger's next word start) is served again if the ledger did not
+    change. Other runs, and engines without sessions, send the whole ledger as a new
+    request and rely on the prefix cache.
+    """
 
     engine: Engine
     ids: list[int]
@@ -49,28 +57,83 @@ class Ledger:
     sent_tokens: int = 0
     cached_tokens: int = 0
     generated_tokens: int = 0  # received from the engine, kept or not
-    cacheable_tokens: int = 0  # the most whole-block prefix caching could serve
+    cacheable_tokens: int = 0  # the most the engine could have reused
+    finish: FinishReason | None = None  # how the last run's engine request ended
+    session: TokenSession | None = None
+    submitted: list[int] = field(default_factory=list)  # the session's context
+    pending: GenerationChunk | None = None  # its last token, not in its context
 
     def add_text(self, text: str) -> None:
         self.ids += self.engine.tokenize(text, add_special_tokens=False)
 
-    async def stream(self, options: SamplingOptions, request_id: str,
-                     accounting: TokenAccounting) -> AsyncIterator[GenerationChunk]:
-        """One request on the whole ledger; its first chunk's cache hits are counted.
-        Closing this stream early closes (and so aborts) the engine request."""
+    async def tokens(self, options: SamplingOptions, request_id: str,
+                     accounting: TokenAccounting) -> AsyncIterator[tuple[int, TokenLogprob]]:
+        """The model's next tokens after the ledger, one at a time. Asking for another
+        token accepts the one before; closing the iterator leaves the rest unread."""
+        self.finish = None
+        if _session_fits(options) and await self._open_session(request_id):
+            async for item in self._session_tokens(options, accounting):
+                yield item
+            return
         async with aclosing(self.engine.generate(self.ids, options, request_id)) as chunks:
             first = True
             async for chunk in chunks:
                 if first:
                     first = False
                     self.requests += 1
-                    self.sent_tokens += chunk.prompt_tokens
-                    self.cached_tokens += chunk.cached_tokens
-                    block = self.engine.info.kv_block_size
-                    self.cacheable_tokens += cacheable(chunk.prompt_tokens, block)
-                    accounting.record_engine_request(chunk, block)
+                    self._count(chunk, self.engine.info.kv_block_size, accounting)
                 self.generated_tokens += len(chunk.token_ids)
-                yield chunk
+                self.finish = chunk.finish_reason
+                for item in zip(chunk.token_ids, chunk.logprobs or [], strict=False):
+                    yield item
+
+    async def _open_session(self, request_id: str) -> bool:
+        """A session whose context is a prefix of the ledger (a new one if it diverged)."""
+        if self.session is not None and self.ids[:len(self.submitted)] == self.submitted:
+            return True
+        await self.close_session()
+        self.session = self.engine.open_session(request_id)
+        return self.session is not None
+
+    async def _session_tokens(self, options: SamplingOptions, accounting: TokenAccounting
+                              ) -> AsyncIterator[tuple[int, TokenLogprob]]:
+        assert self.session is not None
+        new = self.ids[len(self.submitted):]
+        if not self.submitted:  # a new session is one engine request for many runs
+            self.requests += 1
+        for step in range(options.max_tokens):
+            if new or self.pending is None:
+                chunk = await self.session.step(new, options)
+                self.submitted += new
+                self.generated_tokens += 1
+                if step == 0:  # a session reuses all but its new tokens
+                    self._count(chunk, 1, accounting)
+            else:  # nothing was added since this token: it is still the next one
+                chunk = self.pending
+            self.pending = chunk
+            yield chunk.token_ids[0], chunk.logprobs[0]
+            self.pending, new = None, chunk.token_ids[:1]
+        self.finish = "length"
+
+    def _count(self, chunk: GenerationChunk, block: int, accounting: TokenAccounting) -> None:
+        """One run's prompt: what was sent, what the engine reused, what it could have."""
+        self.sent_tokens += chunk.prompt_tokens
+        self.cached_tokens += chunk.cached_tokens
+        self.cacheable_tokens += cacheable(chunk.prompt_tokens, block)
+        accounting.record_engine_request(chunk, block)
+
+    async def close_session(self) -> None:
+        if self.session is not None:
+            session, self.session = self.session, None
+            self.submitted, self.pending = [], None
+            await session.close()
+
+
+def _session_fits(options: SamplingOptions) -> bool:
+    """Sessions decode greedily without penalties: a penalty would see only the
+    tokens of one step as the output, not the whole run."""
+    return (options.temperature == 0 and options.presence_penalty == 0
+            and options.frequency_penalty == 0 and options.repetition_penalty == 1)
 
 
 @dataclass(slots=True)
@@ -121,6 +184,10 @@ class NudgeState:
     def room(self) -> int:
         return self.budget - sum(self.answer.tokens.values())
 
+    async def close_sessions(self) -> None:
+        await self.base.close_session()
+        await self.nudger.close_session()
+
 
 class NudgingStrategy:
     name = "nudging"
@@ -147,18 +214,23 @@ class NudgingStrategy:
         states.append(state)
         options = request.options
         seed = None if options.seed is None else options.seed + index * 100_003
-        while state.finish is None:
-            state.rounds += 1
-            await self._nudge(state, params, options, seed, run.accounting)
-            if state.finish is None:
-                await self._continue_base(state, params, options, seed, run.accounting)
-            if state.finish is None and state.answer.stopped:
-                state.finish, state.end = "stop", "stop_string"
-            if state.finish is None and state.room <= 0:
-                state.finish, state.end = "length", "max_tokens"
-            text = state.answer.final_text(done=state.finish is not None)
-            if text or state.finish:
-                yield TextDelta(index, text, [], None, state.finish)
+        try:
+            while state.finish is None:
+                state.rounds += 1
+                await self._nudge(state, params, options, seed, run.accounting)
+                if state.finish is None:
+                    await self._continue_base(state, params, options, seed, run.accounting)
+                if state.finish is None and state.answer.stopped:
+                    state.finish, state.end = "stop", "stop_string"
+                if state.finish is None and state.room <= 0:
+                    state.finish, state.end = "length", "max_tokens"
+                if state.finish is not None:  # both engines idle before the last delta
+                    await state.close_sessions()
+                text = state.answer.final_text(done=state.finish is not None)
+                if text or state.finish:
+                    yield TextDelta(index, text, [], None, state.finish)
+        finally:
+            await state.close_sessions()
         run.accounting.completion_tokens += sum(state.answer.tokens.values())
 
     async def _nudge(self, state: NudgeState, params: NudgingParams, options: SamplingOptions,
@@ -174,23 +246,18 @@ class NudgingStrategy:
         word_texts: list[str] = []
         eos = False
         eos_ids = state.nudger.engine.info.eos_token_ids
-        stream = state.nudger.stream(sampling, _rid(state, "n"), accounting)
-        async with aclosing(stream) as chunks:
-            async for chunk in chunks:
-                complete = False
-                for token_id, entry in zip(chunk.token_ids, chunk.logprobs or [], strict=False):
-                    if token_id in eos_ids:
-                        eos = True
-                        break
-                    if word_done(word_texts, entry.token):
-                        complete = True
-                        break
-                    word_ids.append(token_id)
-                    word_texts.append(entry.token)
-                if eos or complete:
+        tokens = state.nudger.tokens(sampling, _rid(state, "n"), accounting)
+        async with aclosing(tokens) as stream:
+            async for token_id, entry in stream:
+                if token_id in eos_ids:
+                    eos = True
                     break
-                if chunk.finished:
-                    eos = chunk.finish_reason == "stop"
+                if word_done(word_texts, entry.token):
+                    break
+                word_ids.append(token_id)
+                word_texts.append(entry.token)
+            else:
+                eos = state.nudger.finish == "stop"
         word = "".join(word_texts)
         if word and state.guard.exhausted(word):
             state.finish, state.end = "stop", "repeated_nudge"
@@ -223,28 +290,22 @@ class NudgingStrategy:
         run_text = ""
         longest_stop = max(len(s) for s in PLAIN_STOP)
         eos_ids = state.base.engine.info.eos_token_ids
-        stream = state.base.stream(sampling, _rid(state, "b"), accounting)
-        async with aclosing(stream) as chunks:
-            async for chunk in chunks:
-                received += len(chunk.token_ids)
-                for token_id, entry in zip(chunk.token_ids, chunk.logprobs or [], strict=False):
-                    if token_id in eos_ids:
-                        rejected = None
-                        break
-                    if is_uncertain(entry.top[0].logprob, params.gamma):
-                        rejected = entry.token
-                        break
-                    ids.append(token_id)
-                    texts.append(entry.token)
-                    run_text += entry.token
-                    # only the newest characters can complete a stop string
-                    tail = run_text[-(longest_stop + len(entry.token)):]
-                    if find_stop(tail, PLAIN_STOP) is not None:
-                        break  # the base starts a new turn: its answer is over
-                else:
-                    if not chunk.finished:
-                        continue
-                break
+        tokens = state.base.tokens(sampling, _rid(state, "b"), accounting)
+        async with aclosing(tokens) as stream:
+            async for token_id, entry in stream:
+                received += 1
+                if token_id in eos_ids:
+                    break
+                if is_uncertain(entry.top[0].logprob, params.gamma):
+                    rejected = entry.token
+                    break
+                ids.append(token_id)
+                texts.append(entry.token)
+                run_text += entry.token
+                # only the newest characters can complete a stop string
+                tail = run_text[-(longest_stop + len(entry.token)):]
+                if find_stop(tail, PLAIN_STOP) is not None:
+                    break  # the base starts a new turn: its answer is over
         keep = keep_whole_words(state.answer.text, texts, rejected)
         cut = find_stop("".join(texts[:keep]), PLAIN_STOP)
         if cut is not None:
