@@ -23,6 +23,9 @@ from server.config import Settings
 
 SMOL, GEMMA, QWEN = "smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct"
 RAIN_REDUCED = {"strategy": "rain", "max_visits": 10, "min_searches": 3}
+# vLLM's CPU workers busy-poll for a second after their last step, on the same core as
+# the other server's worker: measuring one server right after the other slowed it down.
+SPIN_SECONDS = 1.5
 GAMMAS = (0.4, 0.2, 0.1)  # the default first; the paper found 0.2–0.5 robust
 
 
@@ -65,6 +68,7 @@ async def overhead(ours_url: str, vllm_url: str, plan: Plan) -> list[dict]:
         runs: dict[str, list[load.Run]] = {"align-serve": [], "vLLM": []}
         for round_ in range(plan.rounds):  # A B, B A, ...: neither always goes first
             for name, url in servers[::-1] if round_ % 2 else servers:
+                await asyncio.sleep(SPIN_SECONDS)
                 runs[name].append(await load.run(url, bodies, concurrency))
         for name, done in runs.items():
             rows.append({"server": name, "concurrency": concurrency,
