@@ -210,15 +210,18 @@ class VllmSession:
             new_token_ids)), params))
         counters = self._engine.counters
         first = self._outputs is None
-        if self._outputs is None:
+        if first:
             self._outputs = self._engine._llm.generate(self._input_stream(), params,
                                                        self._request_id)
             counters.requests += 1
             counters.running += 1
         self._context += len(new_token_ids)
         with self._engine._errors():
-            while not (out := await anext(self._outputs)).outputs[0].token_ids:
-                pass  # an input's own acknowledgement carries no token
+            out = await anext(self._outputs, None)
+            while out is not None and not out.outputs[0].token_ids:  # an input's own ack
+                out = await anext(self._outputs, None)
+        if out is None:  # the engine ended the request (aborted from elsewhere)
+            raise EngineUnavailable(f"session {self._request_id} ended in the engine")
         completion = out.outputs[0]
         cached = (out.num_cached_tokens or 0) if first else self._context - len(new_token_ids)
         counters.prompt_tokens += len(new_token_ids)
