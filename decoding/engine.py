@@ -80,9 +80,3 @@ class Engine(Protocol):
         """Raise `EngineUnavailable` if the engine cannot serve requests."""
 
     async def shutdown(self) -> None: ...
-
-
-def decode_vocabulary(tokenizer, size: int) -> tuple[str, ...]:
-    """A Hugging Face tokenizer's text for each id below `size` ('' past its end)."""
-    known = min(size, len(tokenizer))
-    return (*tokenizer.batch_decode([[i] for i in range(known)]), *[""] * (size - known))

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import httpx
 
-from decoding.engine import ModelInfo, ModelRole, decode_vocabulary
+from decoding.engine import ModelInfo, ModelRole
 from decoding.errors import EngineUnavailable, InvalidRequest, ModelUnavailable
+from decoding.hf_tokenizer import HFTokenizerText
 from decoding.types import (
     EngineCounters,
     GenerationChunk,
-    Message,
     SamplingOptions,
     TokenLogprob,
     TopLogprob,
@@ -37,13 +37,12 @@ class RemoteConfig:
     timeout: float = 600.0
 
 
-class RemoteEngine:
+class RemoteEngine(HFTokenizerText):
     def __init__(self, config: RemoteConfig, tokenizer, info: ModelInfo) -> None:
         self.config = config
         self._tokenizer = tokenizer
         self.info = info
         self.counters = EngineCounters()
-        self._token_texts: tuple[str, ...] | None = None
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self._client = httpx.AsyncClient(base_url=config.url, headers=headers,
                                          timeout=config.timeout)
@@ -74,26 +73,6 @@ class RemoteEngine:
             vocab_size=len(tokenizer), eos_token_ids=eos,
             bos_token_id=tokenizer.bos_token_id, has_chat_template=has_template)
         return cls(config, tokenizer, info)
-
-    def tokenize(self, text: str, *, add_special_tokens: bool) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))
-
-    def detokenize(self, token_ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
-        return self._tokenizer.decode(list(token_ids), skip_special_tokens=skip_special_tokens)
-
-    def token_texts(self) -> Sequence[str]:
-        if self._token_texts is None:
-            self._token_texts = decode_vocabulary(self._tokenizer, self.info.vocab_size)
-        return self._token_texts
-
-    def render_chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
-                    continue_final_message: bool = False) -> str:
-        if not self.info.has_chat_template:
-            raise InvalidRequest(f"model {self.info.model_id!r} has no chat template")
-        return self._tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in messages], tokenize=False,
-            add_generation_prompt=add_generation_prompt,
-            continue_final_message=continue_final_message)
 
     def _body(self, prompt_token_ids: Sequence[int], options: SamplingOptions) -> dict:
         body = {

@@ -19,12 +19,12 @@ from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
-from decoding.engine import ModelInfo, ModelRole, decode_vocabulary
+from decoding.engine import ModelInfo, ModelRole
 from decoding.errors import EngineUnavailable, InvalidRequest
+from decoding.hf_tokenizer import HFTokenizerText
 from decoding.types import (
     EngineCounters,
     GenerationChunk,
-    Message,
     SamplingOptions,
     TokenLogprob,
     TopLogprob,
@@ -49,7 +49,7 @@ class EngineConfig:
     cpu_cores: str | None = None  # VLLM_CPU_OMP_THREADS_BIND for this engine's worker
 
 
-class VllmEngine:
+class VllmEngine(HFTokenizerText):
     """One served model: an `AsyncLLM` with prefix caching, plus its tokenizer."""
 
     def __init__(self, llm: AsyncLLM, info: ModelInfo) -> None:
@@ -57,7 +57,6 @@ class VllmEngine:
         self._tokenizer = llm.tokenizer
         self.info = info
         self.counters = EngineCounters()
-        self._token_texts: tuple[str, ...] | None = None
 
     @classmethod
     def start(cls, config: EngineConfig) -> VllmEngine:
@@ -95,33 +94,6 @@ class VllmEngine:
             kv_block_size=llm.vllm_config.cache_config.block_size,
         )
         return cls(llm, info)
-
-    def tokenize(self, text: str, *, add_special_tokens: bool) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))
-
-    def detokenize(self, token_ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
-        return self._tokenizer.decode(list(token_ids), skip_special_tokens=skip_special_tokens)
-
-    def token_texts(self) -> Sequence[str]:
-        if self._token_texts is None:
-            self._token_texts = decode_vocabulary(self._tokenizer, self.info.vocab_size)
-        return self._token_texts
-
-    def render_chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        add_generation_prompt: bool = True,
-        continue_final_message: bool = False,
-    ) -> str:
-        if not self.info.has_chat_template:
-            raise InvalidRequest(f"model {self.info.model_id!r} has no chat template")
-        return self._tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in messages],
-            tokenize=False,
-            add_generation_prompt=add_generation_prompt,
-            continue_final_message=continue_final_message,
-        )
 
     async def generate(
         self, prompt_token_ids: Sequence[int], options: SamplingOptions, request_id: str
