@@ -170,6 +170,7 @@ class VllmSession:
         self._inputs: asyncio.Queue[StreamingInput] = asyncio.Queue()
         self._outputs: AsyncGenerator | None = None
         self._context = 0
+        self._params: tuple[SamplingOptions, SamplingParams] | None = None
 
     async def _input_stream(self) -> AsyncIterator[StreamingInput]:
         while True:  # ends when vLLM cancels it (the request is aborted)
@@ -177,7 +178,9 @@ class VllmSession:
 
     async def step(self, new_token_ids: Sequence[int], options: SamplingOptions
                    ) -> GenerationChunk:
-        params = _sampling_params(replace(options, max_tokens=1))
+        if self._params is None or self._params[0] is not options:  # built once per run
+            self._params = options, _sampling_params(replace(options, max_tokens=1))
+        params = self._params[1]
         self._inputs.put_nowait(StreamingInput(TokensPrompt(prompt_token_ids=list(
             new_token_ids)), params))
         counters = self._engine.counters
