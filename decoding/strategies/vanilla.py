@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
+from decoding.seeds import choice_seed
 from decoding.strategies.base import DecodeRequest, DecodeRun, TextDelta, merge_streams
 
 
@@ -31,10 +32,7 @@ class VanillaStrategy:
     async def _choice(
         self, request: DecodeRequest, run: DecodeRun, index: int
     ) -> AsyncIterator[TextDelta]:
-        options = request.options
-        if options.seed is not None and index:
-            # Same rule as vLLM's parallel sampling: choice i samples with seed + i.
-            options = replace(options, seed=options.seed + index)
+        options = replace(request.options, seed=choice_seed(request.options.seed, index))
         stream = request.engine.generate(
             request.prompt_token_ids, options, f"{request.request_id}-{index}"
         )
