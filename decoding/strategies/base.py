@@ -54,6 +54,10 @@ class Strategy(Protocol):
     supports_logprobs: bool
     greedy_default: bool  # temperature 0 unless the request sets one
 
+    def check_options(self, options: SamplingOptions) -> None:
+        """Raise `InvalidRequest` naming an option the strategy cannot honour."""
+        ...
+
     def run(self, request: DecodeRequest, run: DecodeRun) -> AsyncIterator[TextDelta]: ...
 
 

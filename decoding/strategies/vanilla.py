@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 from decoding.seeds import choice_seed
 from decoding.strategies.base import DecodeRequest, DecodeRun, TextDelta, merge_streams
+from decoding.types import SamplingOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,9 @@ class VanillaStrategy:
     needs_messages = False
     supports_logprobs = True
     greedy_default = False
+
+    def check_options(self, options: SamplingOptions) -> None:
+        """The engine applies every option itself."""
 
     async def run(self, request: DecodeRequest, run: DecodeRun) -> AsyncIterator[TextDelta]:
         run.accounting.prompt_tokens = len(request.prompt_token_ids)

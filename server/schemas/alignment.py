@@ -51,7 +51,9 @@ class NudgingAlignment(StrategyParams):
     nudging_model: str | None = Field(None, description="served chat model; server default")
     gamma: float = Field(0.4, ge=0.0, le=1.0, description="nudge when base top-1 prob < gamma")
     return_spans: bool = False
-    max_word_tokens: int = Field(16, ge=1, le=256, description="longest nudge word, tokens")
+    chunk_tokens: int = Field(16, ge=1, le=256,
+                              description="tokens per nudger chunk and per base chunk")
+    max_rounds: int = Field(150, ge=1, le=10_000, description="nudger calls per answer")
     repeat_limit: int = Field(3, ge=1, description="stop after this many repeated nudges")
     base_temperature: float | None = Field(None, ge=0.0, le=2.0)
     base_top_p: float | None = Field(None, gt=0.0, le=1.0)

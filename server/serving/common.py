@@ -108,6 +108,7 @@ class Decoding:
         if options.logprobs is not None and not strategy.supports_logprobs:
             raise APIError(400, f"logprobs are not available with the {strategy.name} "
                            "strategy.", param="logprobs")
+        strategy.check_options(options)
         if strategy.greedy_default and "temperature" not in body.model_fields_set:
             options = replace(options, temperature=0.0)
         request_id = f"{prefix}-{uuid.uuid4().hex}"

@@ -39,7 +39,7 @@ def test_nudging_defaults_and_overrides():
         ({"strategy": "nudging", "gamma": 1.5}, 400, "alignment.gamma"),
         ({"strategy": "nudging", "gamma": -0.1}, 400, "alignment.gamma"),
         ({"strategy": "nudging", "gama": 0.3}, 400, "alignment.gama"),
-        ({"strategy": "nudging", "max_word_tokens": 0}, 400, "alignment.max_word_tokens"),
+        ({"strategy": "nudging", "chunk_tokens": 0}, 400, "alignment.chunk_tokens"),
         ({"strategy": "nudging", "nudging_model": "ghost"}, 404, "alignment.nudging_model"),
         ({"strategy": "nudging", "nudging_model": "base"}, 400, "alignment.nudging_model"),
         ({"strategy": "rain", "max_visits": 101}, 400, "alignment.max_visits"),

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import aclosing
 
 import pytest
 
 from decoding.prompts import render_plain
+from decoding.stand_in import EOS, StandInEngine
+from decoding.strategies.base import DecodeRequest, DecodeRun
+from decoding.strategies.nudging import NudgingParams, NudgingStrategy
+from decoding.strategies.nudging.driver import Answer
 from decoding.strategies.nudging.policy import (
+    ChunkWords,
     RepeatGuard,
     Span,
-    find_stop,
+    Stretch,
+    base_takes_over,
     is_uncertain,
     keep_whole_words,
     merge_spans,
     repeats_written,
-    tokens_before,
-    word_done,
+    whole_tokens,
 )
-from decoding.types import Message
+from decoding.types import Message, SamplingOptions
 
 
 @pytest.mark.parametrize(("p", "gamma", "uncertain"), [
@@ -29,31 +35,46 @@ def test_uncertainty(p, gamma, uncertain):
     assert is_uncertain(math.log(p), gamma) is uncertain
 
 
-@pytest.mark.parametrize(("word", "nxt", "done"), [
-    ([" Par"], "is", False), ([" Paris"], " is", True), ([" Paris"], ",", False),
-    (["\n\n"], " The", False), ([" end.\n"], "Next", True), ([], " a", False)])
-def test_word_done(word, nxt, done):
-    assert word_done(word, nxt) is done
+@pytest.mark.parametrize(("word", "token", "p", "takes"), [
+    (" baking", " bak", 0.1, True),    # agreement: the base's token starts the word
+    (" baking", " baking", 0.1, True),
+    (" baking", " cook", 0.1, False),  # disagreement while uncertain
+    (" baking", " cook", 0.5, True),   # certain
+    (" baking", "baking", 0.1, False),  # no leading space: not how the word starts
+])
+def test_base_takes_over(word, token, p, takes):
+    assert base_takes_over(word, token, math.log(p), 0.4) is takes
+
+
+def test_chunk_words_split_like_the_reference():
+    words = ChunkWords.split("  Preheat the  oven")
+    assert words.space_prefix == "  " and words.words == ("Preheat", "the", "", "oven")
+    assert words.prefix(1) == "  Preheat" and words.prefix(2) == "  Preheat the"
+    assert words.candidate(2) == " " and words.candidate(3) == " oven"
+    assert words.prefix(4) == "  Preheat the  oven"
 
 
 @pytest.mark.parametrize(("previous", "accepted", "rejected", "keep"), [
     (" Paris", [" is", " the", " cap"], "ital", 2),   # drop the unfinished word
     (" Paris", [" is", " the"], " capital", 2),       # rejected token starts a word
     (" Paris", [",", " the"], None, 2),               # clean end (EOS) keeps all
-    (" Paris", [" is"], "n't", 0),
+    (" Paris", [" is"], "n", 0),
     (" Paris", [","], "\n", 1),
     (" Paris", [",\n"], "The", 1),                    # newline is a boundary
     (" Par", ["is"], "ian", 0),
+    (" the", [" oven"], ".", 1),                      # punctuation ends a word
+    (" the", [" oven", "."], "The", 2),
+    (" a", [" well"], "-known", 1),
 ])
 def test_keep_whole_words(previous, accepted, rejected, keep):
     assert keep_whole_words(previous, accepted, rejected) == keep
 
 
-def test_stop_and_token_cuts():
-    assert find_stop("abc\nQuestion: x", ["\nQuestion:"]) == 3
-    assert find_stop("abc", ["x", ""]) is None
-    assert tokens_before(["ab", "c\nQ", "uestion"], 3) == 1
-    assert tokens_before(["ab", "c"], 10) == 2
+def test_whole_tokens():
+    assert whole_tokens(["ab", " cd", " e"], 5) == 2
+    assert whole_tokens(["ab", " cd"], 4) is None
+    assert whole_tokens(["ab"], 0) == 0
+    assert whole_tokens(["ab", "c"], 3) == 2
 
 
 def test_repeat_guard_stops_on_the_third_repeat():
@@ -72,6 +93,59 @@ def test_repeats_written_needs_more_than_five_words():
 def test_merge_spans():
     spans = [Span("nudger", "A"), Span("nudger", " b"), Span("base", ""), Span("base", " c")]
     assert merge_spans(spans) == [Span("nudger", "A b"), Span("base", " c")]
+
+
+def feed(stretch: Stretch, tokens: list[tuple[str, bool]]) -> int:
+    """Feed (text, uncertain) tokens until the stretch ends; how many were read."""
+    for read, (text, uncertain) in enumerate(tokens, 1):
+        if not stretch.add(read, text, uncertain):
+            return read
+    return len(tokens)
+
+
+def test_stretch_ends_at_the_first_uncertain_token():
+    stretch = Stretch("Hi", 4, 100, [0], [" a"])
+    assert feed(stretch, [(" b", False), (" c", True), (" d", False)]) == 2
+    assert stretch.texts == [" a", " b"] and stretch.rejected == " c"
+
+
+def test_stretch_drops_a_chunk_that_repeats_the_rounds_text():
+    # chunks of 4: the first holds the take-over token and 3 more
+    stretch = Stretch("", 4, 100, [0], [" a"])
+    assert feed(stretch, [(t, False) for t in [" b", " a", " b"] + [" a", " b"] * 3]) == 7
+    assert stretch.texts == [" a", " b", " a", " b"] and stretch.rejected == " a"
+
+
+def test_stretch_drops_a_long_repetition_of_the_answer():
+    answer = " one two three four five six seven"
+    words = [" one", " two", " three", " four", " five", " six"]
+    stretch = Stretch(answer, 7, 100, [0], [" And"])
+    assert feed(stretch, [(w, False) for w in words]) == 6
+    assert stretch.texts == [" And"] and stretch.rejected == " one"
+
+
+def test_stretch_stops_at_the_budget():
+    stretch = Stretch("", 16, 3, [0], [" a"])
+    assert feed(stretch, [(" b", False), (" c", False), (" d", False)]) == 2
+    assert stretch.texts == [" a", " b", " c"] and stretch.rejected is None
+
+
+def test_a_stop_string_that_began_in_written_text_cuts_it():
+    answer = Answer(stops=("Hello world",))
+    answer.add("nudger", "Say Hello", 2)
+    assert answer.final_text(done=False) == "Say "  # "Hello" may start the stop string
+    answer.add("base", " world again", 2)
+    assert answer.text == "Say " and answer.stopped
+    assert answer.spans == [Span("nudger", "Say "), Span("base", "")]
+    assert answer.final_text(done=True) == ""
+
+
+def test_streamed_text_never_holds_a_stops_first_part():
+    answer = Answer(stops=("nn",))
+    answer.add("base", " .n", 2)
+    assert answer.final_text(done=False) == " ."
+    answer.add("nudger", "x", 1)
+    assert answer.final_text(done=False) == "nx"
 
 
 # --- the driver over stand-in engines, through the HTTP app -------------------------
@@ -98,25 +172,25 @@ def test_gamma_one_gives_the_nudgers_own_greedy_answer(client):
     assert [s["source"] for s in nudged["alignment"]["spans"]] == ["nudger"]
 
 
-def test_gamma_zero_nudges_only_the_opening_word(client):
+def test_gamma_zero_lets_the_base_write_all_after_the_first_word_boundary(client):
+    """γ = 0: the base is always certain, so it takes over at the first word boundary of
+    the first nudger chunk that has one (a chunk of one word is taken whole) and writes
+    the rest exactly as its own greedy continuation."""
     nudged = nudge(client, 0.0)
     content = nudged["choices"][0]["message"]["content"]
     spans = nudged["alignment"]["spans"]
     assert [s["source"] for s in spans] == ["nudger", "base"]
-    word = spans[0]["text"]
-    assert " " not in word.strip()
-    prompt = render_plain([Message("user", "Tell me something.")]) + " " + word
-    alone = client.post("/v1/completions", json={
-        "model": "base", "prompt": prompt, "max_tokens": 40 - len(word), "temperature": 0,
-    }).json()
-    assert content == word + alone["choices"][0]["text"]
+    nudge_text = spans[0]["text"]
+    prompt = render_plain([Message("user", "Tell me something.")]) + nudge_text
     stats = nudged["alignment"]["stats"]
-    assert stats["nudged_words"] == 1 and stats["handoffs"] == 1
+    alone = client.post("/v1/completions", json={
+        "model": "base", "prompt": prompt, "temperature": 0,
+        "max_tokens": 40 - stats["nudged_tokens"]}).json()
+    assert content == nudge_text + alone["choices"][0]["text"]
+    assert stats["nudged_words"] == stats["rounds"]  # each round took one word
     assert nudged["usage"]["completion_tokens"] == 40
-    # the nudger decoded its word and the token that ended it (none when the word hit
-    # max_word_tokens, 16); the base decoded nothing it did not keep
-    word_end = 0 if stats["nudged_tokens"] == 16 else 1
-    assert stats["engine_generated_tokens"] == {"nudger": stats["nudged_tokens"] + word_end,
+    # the nudger decoded one chunk per round; the base nothing it did not keep
+    assert stats["engine_generated_tokens"] == {"nudger": 16 * stats["rounds"],
                                                 "base": stats["base_tokens_kept"]}
 
 
@@ -197,5 +271,97 @@ async def test_kept_open_sessions_write_what_fresh_requests_write(gamma):
         assert all(e.counters.running == 0 for e in engines.values())
     assert answers[0] == answers[1]
     session, fresh = runs
-    assert session["handoffs"] == fresh["handoffs"]
+    assert session["rounds"] == fresh["rounds"]
     assert session["engine_requests"]["nudger"] < fresh["engine_requests"]["nudger"]
+
+
+# --- the driver's rules on scripted stand-ins ---------------------------------------
+
+class Scripted(StandInEngine):
+    """A stand-in that writes `script` (one byte a token) after whatever answer it was
+    given, as sure of each token as `certainty` says; EOS at the script's end."""
+
+    def __init__(self, model_id: str, script: str, certainty: float, **kwargs) -> None:
+        super().__init__(model_id, **kwargs)
+        self.script, self.certainty = script, certainty
+
+    def distribution(self, context):
+        text = self.detokenize(context)
+        start = max(text.rfind("Answer: ") + 8 * (text.rfind("Answer: ") >= 0),
+                    text.rfind("<assistant>") + 11 * (text.rfind("<assistant>") >= 0))
+        written = text[start:]
+        nxt = ord(self.script[len(written)]) if len(written) < len(self.script) else EOS
+        rest = math.log((1 - self.certainty) / 2)
+        others = [t for t in (ord("#"), ord("~"), EOS) if t != nxt][:2]
+        return [(nxt, math.log(self.certainty)), *((t, rest) for t in others)]
+
+
+async def run_scripted(nudger_script: str, base_script: str, base_certainty: float,
+                       gamma: float, max_tokens: int = 60, **options):
+    engines = {"chat": Scripted("chat", nudger_script, 0.9),
+               "base": Scripted("base", base_script, base_certainty, role="base")}
+    request = DecodeRequest(
+        "r", engines["base"], engines, [],
+        SamplingOptions(max_tokens=max_tokens, temperature=0, **options), 1,
+        (Message("user", "Q?"),), NudgingParams("chat", gamma=gamma, return_spans=True))
+    run, text = DecodeRun(), ""
+    async with aclosing(NudgingStrategy().run(request, run)) as deltas:
+        async for delta in deltas:
+            text += delta.text
+    assert all(e.counters.running == 0 for e in engines.values())
+    return text, run, engines
+
+
+@pytest.mark.asyncio
+async def test_the_nudgers_eos_in_its_chunk_ends_the_answer_with_the_chunk():
+    text, run, engines = await run_scripted("Hi there you.", "zzz zzz", 0.99, 0.4)
+    assert text == "Hi there you." and run.stats["end"] == "nudger_eos"
+    assert engines["base"].counters.requests == 0  # the base was never asked
+
+
+@pytest.mark.asyncio
+async def test_the_base_takes_over_where_it_agrees_with_the_nudger():
+    """Both write the same words; the base is never certain (0.3 < γ 0.5). At each word
+    boundary its next token (a space) starts the nudger's next word, so it takes over."""
+    script = "Yes it is so and so it is now done here"
+    text, run, _ = await run_scripted(script, script, 0.3, 0.5)
+    assert text == script
+    sources = [s["source"] for s in run.extras["spans"]]
+    assert "base" in sources and run.stats["base_tokens_kept"] > 0
+
+
+@pytest.mark.asyncio
+async def test_a_certain_base_that_loops_is_cut_at_its_first_repeated_chunk():
+    loop = "ab cd ef " * 30
+    _, run, _ = await run_scripted("Go on now, go on now, go on now", loop, 0.99, 0.4,
+                                      max_tokens=120)
+    base_spans = [s["text"] for s in run.extras["spans"] if s["source"] == "base"]
+    # a 16-token chunk is dropped as soon as the round's text already holds it
+    assert base_spans and max(len(s) for s in base_spans) < 16 + 15 + 9 + 1
+    assert run.stats["rounds"] > 1
+
+
+@pytest.mark.parametrize("messages", [
+    [], [{"role": "system", "content": "Be kind."}],
+    [{"role": "assistant", "content": "Hello"}],
+    [{"role": "system", "content": "Be kind."}, {"role": "assistant", "content": "Hi"}]])
+def test_conversations_without_a_question_are_400_not_500(client, messages):
+    for alignment in ({"strategy": "nudging", "nudging_model": "chat"}, "vanilla"):
+        for model in ("base", "chat"):
+            if alignment != "vanilla" and model == "chat":
+                continue
+            reply = client.post("/v1/chat/completions", json={
+                "model": model, "messages": messages, "max_tokens": 4,
+                "alignment": alignment})
+            assert reply.status_code in (200, 400), (reply.status_code, reply.text)
+            if reply.status_code == 400:
+                assert reply.json()["error"]["param"] == "messages"
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("stop_token_ids", [5]), ("ignore_eos", True), ("min_tokens", 3)])
+def test_token_level_options_are_refused_by_name(client, field, value):
+    reply = client.post("/v1/chat/completions", json={
+        "model": "base", "messages": MESSAGES, "max_tokens": 4, field: value,
+        "alignment": {"strategy": "nudging", "nudging_model": "chat"}})
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == field

@@ -1,10 +1,14 @@
-"""The nudging loop: the nudger writes a word, the base continues until it is unsure.
+"""The nudging loop, round by round, as the authors' released code runs it.
 
-Both models keep a token-id ledger (prompt + answer so far, in their own tokens), so
-each call sends the whole ledger and the engine's prefix cache serves all but the
-new words. The nudger is streamed and stopped as soon as its word is complete; the
-base is streamed with top-1 log-probabilities and stopped at its first uncertain
-token. Text is emitted as soon as it can no longer change.
+A round: the nudger writes a chunk (16 tokens); EOS in it ends the answer with the
+whole chunk. Otherwise its first word is always taken, and at each further word
+boundary the base is asked for its next token: when that token starts the nudger's
+next word, or the base is certain of it (top-1 ≥ γ), the base takes over from there
+with that token; when no boundary qualifies, all but the chunk's last word are taken.
+The base then writes on, read in chunks of 16 tokens, until its first uncertain token,
+EOS, or a repetition; that token and what follows are dropped, and the next round
+begins. Both models keep token-id ledgers (see `ledger`), so each step sends only new
+tokens; text is emitted as soon as no later stop string can cut it.
 """
 
 from __future__ import annotations
@@ -13,127 +17,27 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
-from decoding.engine import Engine, TokenSession
+from decoding.engine import Engine
+from decoding.errors import InvalidRequest
 from decoding.prompts import PLAIN_STOP, render_plain
+from decoding.seeds import derive_seed
 from decoding.strategies.base import DecodeRequest, DecodeRun, TextDelta, merge_streams
+from decoding.strategies.nudging.ledger import Ledger
 from decoding.strategies.nudging.params import NudgingParams
 from decoding.strategies.nudging.policy import (
+    ChunkWords,
     RepeatGuard,
     Source,
     Span,
-    find_stop,
+    Stretch,
+    base_takes_over,
     is_uncertain,
     keep_whole_words,
     merge_spans,
-    repeats_written,
-    tokens_before,
-    word_done,
+    whole_tokens,
 )
-from decoding.types import (
-    FinishReason,
-    GenerationChunk,
-    SamplingOptions,
-    TokenAccounting,
-    TokenLogprob,
-    cacheable,
-)
-
-
-@dataclass(slots=True)
-class Ledger:
-    """The token ids one model has been given: its prompt, then the answer so far.
-
-    Greedy runs go through one `TokenSession` kept open across the rounds: each step
-    sends only the ledger's new tokens, and the token a run stopped at (the base's
-    uncertain one, the nudger's next word start) is served again if the ledger did not
-    change. Other runs, and engines without sessions, send the whole ledger as a new
-    request and rely on the prefix cache.
-    """
-
-    engine: Engine
-    ids: list[int]
-    prompt_tokens: int = 0
-    requests: int = 0
-    sent_tokens: int = 0
-    cached_tokens: int = 0
-    generated_tokens: int = 0  # received from the engine, kept or not
-    cacheable_tokens: int = 0  # the most the engine could have reused
-    finish: FinishReason | None = None  # how the last run's engine request ended
-    session: TokenSession | None = None
-    submitted: list[int] = field(default_factory=list)  # the session's context
-    pending: GenerationChunk | None = None  # its last token, not in its context
-
-    def add_text(self, text: str) -> None:
-        self.ids += self.engine.tokenize(text, add_special_tokens=False)
-
-    async def tokens(self, options: SamplingOptions, request_id: str,
-                     accounting: TokenAccounting) -> AsyncIterator[tuple[int, TokenLogprob]]:
-        """The model's next tokens after the ledger, one at a time. Asking for another
-        token accepts the one before; closing the iterator leaves the rest unread."""
-        self.finish = None
-        if _session_fits(options) and await self._open_session(request_id):
-            async for item in self._session_tokens(options, accounting):
-                yield item
-            return
-        async with aclosing(self.engine.generate(self.ids, options, request_id)) as chunks:
-            first = True
-            async for chunk in chunks:
-                if first:
-                    first = False
-                    self.requests += 1
-                    self._count(chunk, self.engine.info.kv_block_size, accounting)
-                self.generated_tokens += len(chunk.token_ids)
-                self.finish = chunk.finish_reason
-                for item in zip(chunk.token_ids, chunk.logprobs or [], strict=False):
-                    yield item
-
-    async def _open_session(self, request_id: str) -> bool:
-        """A session whose context is a prefix of the ledger (a new one if it diverged)."""
-        if self.session is not None and self.ids[:len(self.submitted)] == self.submitted:
-            return True
-        await self.close_session()
-        self.session = self.engine.open_session(request_id)
-        return self.session is not None
-
-    async def _session_tokens(self, options: SamplingOptions, accounting: TokenAccounting
-                              ) -> AsyncIterator[tuple[int, TokenLogprob]]:
-        assert self.session is not None
-        new = self.ids[len(self.submitted):]
-        if not self.submitted:  # a new session is one engine request for many runs
-            self.requests += 1
-        for step in range(options.max_tokens):
-            if new or self.pending is None:
-                chunk = await self.session.step(new, options)
-                self.submitted += new
-                self.generated_tokens += 1
-                if step == 0:  # a session reuses all but its new tokens
-                    self._count(chunk, 1, accounting)
-            else:  # nothing was added since this token: it is still the next one
-                chunk = self.pending
-            self.pending = chunk
-            yield chunk.token_ids[0], chunk.logprobs[0]
-            self.pending, new = None, chunk.token_ids[:1]
-        self.finish = "length"
-
-    def _count(self, chunk: GenerationChunk, block: int, accounting: TokenAccounting) -> None:
-        """One run's prompt: what was sent, what the engine reused, what it could have."""
-        self.sent_tokens += chunk.prompt_tokens
-        self.cached_tokens += chunk.cached_tokens
-        self.cacheable_tokens += cacheable(chunk.prompt_tokens, block)
-        accounting.record_engine_request(chunk, block)
-
-    async def close_session(self) -> None:
-        if self.session is not None:
-            session, self.session = self.session, None
-            self.submitted, self.pending = [], None
-            await session.close()
-
-
-def _session_fits(options: SamplingOptions) -> bool:
-    """Sessions decode greedily without penalties: a penalty would see only the
-    tokens of one step as the output, not the whole run."""
-    return (options.temperature == 0 and options.presence_penalty == 0
-            and options.frequency_penalty == 0 and options.repetition_penalty == 1)
+from decoding.text import find_stop, stop_safe_length, tokens_before
+from decoding.types import FinishReason, SamplingOptions, TokenAccounting, TokenLogprob
 
 
 @dataclass(slots=True)
@@ -148,17 +52,35 @@ class Answer:
     stopped: bool = False
 
     def add(self, source: Source, text: str, tokens: int) -> None:
-        cut = find_stop(self.text + text, self.stops)
+        """Append a model's text; a stop string (even one that began in text already
+        written) cuts the answer where it starts."""
+        full = self.text + text
+        cut = find_stop(full, self.stops)
         if cut is not None:
-            text, self.stopped = (self.text + text)[:cut][len(self.text):], True
-        self.text += text
+            self.stopped = True
+            full = full[:cut]
+            self._truncate(cut)
+            text = full[len(self.text):]
+        self.text = full
         self.spans.append(Span(source, text))
         self.tokens[source] += tokens
 
+    def _truncate(self, length: int) -> None:
+        """Drop written spans past `length` characters (a stop string began in them)."""
+        kept, end = [], 0
+        for span in self.spans:
+            if end + len(span.text) > length:
+                span = Span(span.source, span.text[:length - end])
+            kept.append(span)
+            end += len(span.text)
+        self.spans = kept
+        self.text = self.text[:length]
+
     def final_text(self, done: bool) -> str:
-        """New text no later stop string can cut (all of it once `done`)."""
-        hold = 0 if done or self.stopped else max((len(s) - 1 for s in self.stops), default=0)
-        upto = max(self.emitted, len(self.text) - hold)
+        """New text that no later stop string can cut (all of it once `done`)."""
+        upto = len(self.text) if done or self.stopped else stop_safe_length(self.text,
+                                                                              self.stops)
+        upto = max(self.emitted, upto)
         new, self.emitted = self.text[self.emitted:upto], upto
         return new
 
@@ -172,8 +94,9 @@ class NudgeState:
     answer: Answer
     budget: int
     guard: RepeatGuard
-    base_needs_space: bool
     request_id: str
+    seed: int | None
+    base_started: bool = False  # the base's transcript ends 'Answer:': it needs a space
     rounds: int = 0
     nudged_words: int = 0
     base_discarded: int = 0
@@ -184,9 +107,36 @@ class NudgeState:
     def room(self) -> int:
         return self.budget - sum(self.answer.tokens.values())
 
+    def ended(self, finish: FinishReason, end: str) -> None:
+        self.finish, self.end = finish, end
+
+    def base_text(self, text: str) -> None:
+        """Give the base new answer text (its answer starts after 'Answer:' and a space)."""
+        if not self.base_started and text:
+            self.base_started = True
+            if not text[0].isspace():
+                text = " " + text
+        self.base.add_text(text)
+
+    def rid(self, kind: str, step: int = 0) -> str:
+        return f"{self.request_id}-r{self.rounds}{kind}{step or ''}"
+
     async def close_sessions(self) -> None:
         await self.base.close_session()
         await self.nudger.close_session()
+
+
+@dataclass(slots=True)
+class Chunk:
+    """What the nudger wrote this round (its own tokens)."""
+
+    ids: list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    eos: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.texts)
 
 
 class NudgingStrategy:
@@ -194,6 +144,16 @@ class NudgingStrategy:
     needs_messages = True
     supports_logprobs = False
     greedy_default = True
+
+    def check_options(self, options: SamplingOptions) -> None:
+        """Token-level options name one model's tokens or end-of-text: refused, not dropped."""
+        for name, value in (("stop_token_ids", options.stop_token_ids),
+                            ("ignore_eos", options.ignore_eos),
+                            ("min_tokens", options.min_tokens)):
+            if value:
+                raise InvalidRequest(f"{name} is not available with the nudging strategy "
+                                     "(two models with different tokenizers write the "
+                                     "answer).", param=name)
 
     async def run(self, request: DecodeRequest, run: DecodeRun) -> AsyncIterator[TextDelta]:
         params: NudgingParams = request.params
@@ -212,18 +172,16 @@ class NudgingStrategy:
                       index: int, states: list[NudgeState]) -> AsyncIterator[TextDelta]:
         state = _start(request, params, request.engines[params.nudging_model], index)
         states.append(state)
-        options = request.options
-        seed = None if options.seed is None else options.seed + index * 100_003
         try:
             while state.finish is None:
                 state.rounds += 1
-                await self._nudge(state, params, options, seed, run.accounting)
-                if state.finish is None:
-                    await self._continue_base(state, params, options, seed, run.accounting)
+                await self._round(state, params, request.options, run.accounting)
                 if state.finish is None and state.answer.stopped:
-                    state.finish, state.end = "stop", "stop_string"
+                    state.ended("stop", "stop_string")
                 if state.finish is None and state.room <= 0:
-                    state.finish, state.end = "length", "max_tokens"
+                    state.ended("length", "max_tokens")
+                if state.finish is None and state.rounds >= params.max_rounds:
+                    state.ended("length", "max_rounds")
                 if state.finish is not None:  # both engines idle before the last delta
                     await state.close_sessions()
                 text = state.answer.final_text(done=state.finish is not None)
@@ -233,87 +191,120 @@ class NudgingStrategy:
             await state.close_sessions()
         run.accounting.completion_tokens += sum(state.answer.tokens.values())
 
-    async def _nudge(self, state: NudgeState, params: NudgingParams, options: SamplingOptions,
-                     seed: int | None, accounting: TokenAccounting) -> None:
-        """The nudger writes one word; EOS from it ends the answer."""
+    async def _round(self, state: NudgeState, params: NudgingParams, options: SamplingOptions,
+                     accounting: TokenAccounting) -> None:
+        chunk = await self._nudger_chunk(state, params, options, accounting)
+        if chunk.eos:  # the reference appends the nudger's whole chunk and stops
+            self._take_nudge(state, chunk, chunk.text, len(chunk.text.split()))
+            state.ended("stop", "nudger_eos")
+            return
+        words = ChunkWords.split(chunk.text)
+        sampling = _base_options(state, params, options)
+        taken = 0 if len(words.words) > 1 else 1  # one word: taken, the base is not asked
+        fed = 0  # characters of the chunk the base's ledger holds
+        stream: AsyncIterator[tuple[int, TokenLogprob]] | None = None
+        takeover: tuple[int, TokenLogprob] | None = None
+        while takeover is None and taken < len(words.words) - 1:
+            taken += 1
+            if words.candidate(taken) == " ":  # a double space: no word to compare
+                continue
+            state.base_text(words.prefix(taken)[fed:])
+            fed = len(words.prefix(taken))
+            stream = state.base.tokens(sampling, state.rid("b", taken), accounting)
+            token_id, entry = await anext(stream)
+            if token_id in state.base.engine.info.eos_token_ids:
+                await stream.aclose()
+                break  # the base would end the answer here: the nudger is asked again
+            if base_takes_over(words.candidate(taken), entry.token, entry.top[0].logprob,
+                               params.gamma):
+                takeover = token_id, entry
+            else:
+                await stream.aclose()
+        nudge = words.prefix(taken)
+        if not nudge or state.guard.exhausted(nudge):
+            if stream is not None:
+                await stream.aclose()
+            state.ended("stop", "repeated_nudge" if nudge else "nudger_empty")
+            return
+        self._take_nudge(state, chunk, nudge, taken)
+        state.base_text(nudge[fed:])
+        if takeover is not None and stream is not None:
+            async with aclosing(stream):
+                await self._base_stretch(state, params, takeover, stream)
+
+    async def _nudger_chunk(self, state: NudgeState, params: NudgingParams,
+                            options: SamplingOptions, accounting: TokenAccounting) -> Chunk:
+        """The nudger's next `chunk_tokens` tokens (fewer at EOS or the end of the budget)."""
         sampling = replace(
-            options, max_tokens=min(params.max_word_tokens, state.room),
+            options, max_tokens=min(params.chunk_tokens, state.room),
             temperature=_pick(params.nudger_temperature, options.temperature),
             top_p=_pick(params.nudger_top_p, options.top_p), logprobs=0, stop=(),
-            seed=None if seed is None else seed + state.rounds, stop_token_ids=(),
-            ignore_eos=False, min_tokens=0, logit_bias=())  # the bias names base token ids
-        word_ids: list[int] = []
-        word_texts: list[str] = []
-        eos = False
+            seed=derive_seed(state.seed, "nudger", state.rounds),
+            logit_bias=())  # the bias names base token ids
+        chunk = Chunk()
         eos_ids = state.nudger.engine.info.eos_token_ids
-        tokens = state.nudger.tokens(sampling, _rid(state, "n"), accounting)
+        tokens = state.nudger.tokens(sampling, state.rid("n"), accounting)
         async with aclosing(tokens) as stream:
             async for token_id, entry in stream:
                 if token_id in eos_ids:
-                    eos = True
+                    chunk.eos = True
                     break
-                if word_done(word_texts, entry.token):
-                    break
-                word_ids.append(token_id)
-                word_texts.append(entry.token)
+                chunk.ids.append(token_id)
+                chunk.texts.append(entry.token)
             else:
-                eos = state.nudger.finish == "stop"
-        word = "".join(word_texts)
-        if word and state.guard.exhausted(word):
-            state.finish, state.end = "stop", "repeated_nudge"
-            return
-        if word:
-            state.nudged_words += 1
-            state.answer.add("nudger", word, len(word_ids))
-            state.nudger.ids += word_ids
-            state.base.add_text(_base_view(state, word))
-        if eos:
-            state.finish, state.end = "stop", "nudger_eos"
-        elif not word and state.room > 0 and not state.answer.stopped:
-            state.finish, state.end = "stop", "nudger_empty"
+                chunk.eos = state.nudger.finish == "stop"
+        return chunk
 
-    async def _continue_base(self, state: NudgeState, params: NudgingParams,
-                             options: SamplingOptions, seed: int | None,
-                             accounting: TokenAccounting) -> None:
-        """The base writes until its first uncertain token, which is dropped."""
-        if state.room <= 0 or state.answer.stopped:
-            return
-        sampling = replace(
-            options, max_tokens=state.room, logprobs=1, stop=(), stop_token_ids=(),
-            temperature=_pick(params.base_temperature, options.temperature),
-            top_p=_pick(params.base_top_p, options.top_p), ignore_eos=False, min_tokens=0,
-            seed=None if seed is None else seed + 50_000 + state.rounds)
-        ids: list[int] = []
-        texts: list[str] = []
-        rejected: str | None = None
-        received = 0
-        run_text = ""
-        longest_stop = max(len(s) for s in PLAIN_STOP)
+    def _take_nudge(self, state: NudgeState, chunk: Chunk, nudge: str, words: int) -> None:
+        """The nudge joins the answer; the nudger's ledger keeps its own tokens for it
+        when the nudge ends on one of them (so the rest of the chunk stays reusable)."""
+        count = whole_tokens(chunk.texts, len(nudge))
+        if count is None:
+            count = len(state.nudger.engine.tokenize(nudge, add_special_tokens=False))
+            state.nudger.add_text(nudge)
+        else:
+            state.nudger.ids += chunk.ids[:count]
+        if nudge:
+            state.nudged_words += words
+            state.answer.add("nudger", nudge, count)
+
+    async def _base_stretch(self, state: NudgeState, params: NudgingParams,
+                            takeover: tuple[int, TokenLogprob],
+                            stream: AsyncIterator[tuple[int, TokenLogprob]]) -> None:
+        """The base writes on from its take-over token (see `Stretch`), and also stops
+        at EOS or where it starts a new `Question:` turn."""
+        stretch = Stretch(state.answer.text, params.chunk_tokens, state.room,
+                          [takeover[0]], [takeover[1].token])
         eos_ids = state.base.engine.info.eos_token_ids
-        tokens = state.base.tokens(sampling, _rid(state, "b"), accounting)
-        async with aclosing(tokens) as stream:
-            async for token_id, entry in stream:
-                received += 1
-                if token_id in eos_ids:
-                    break
-                if is_uncertain(entry.top[0].logprob, params.gamma):
-                    rejected = entry.token
-                    break
-                ids.append(token_id)
-                texts.append(entry.token)
-                run_text += entry.token
-                # only the newest characters can complete a stop string
-                tail = run_text[-(longest_stop + len(entry.token)):]
-                if find_stop(tail, PLAIN_STOP) is not None:
-                    break  # the base starts a new turn: its answer is over
-        keep = keep_whole_words(state.answer.text, texts, rejected)
+        reading = state.room > 1
+        while reading:
+            try:
+                token_id, entry = await anext(stream)
+            except StopAsyncIteration:
+                stretch.close_part()
+                break
+            if token_id in eos_ids:
+                stretch.close_part()
+                break
+            reading = stretch.add(token_id, entry.token,
+                                  is_uncertain(entry.top[0].logprob, params.gamma))
+            if reading and find_stop("".join(stretch.texts[-8:] + stretch.part_texts),
+                                     PLAIN_STOP) is not None:
+                stretch.close_part()  # the base starts a new turn: its answer is over
+                break
+        self._keep_stretch(state, stretch.ids[:max(0, state.room)], stretch.texts,
+                           stretch.rejected)
+
+    def _keep_stretch(self, state: NudgeState, ids: list[int], texts: list[str],
+                      rejected: str | None) -> None:
+        """Keep the stretch up to a boundary both tokenizers see alike, and before any
+        new turn the base began."""
+        keep = keep_whole_words(state.answer.text, texts[:len(ids)], rejected)
         cut = find_stop("".join(texts[:keep]), PLAIN_STOP)
         if cut is not None:
             keep = tokens_before(texts, cut)
         run = "".join(texts[:keep])
-        if run and repeats_written(run, state.answer.text):
-            keep, run = 0, ""
-        state.base_discarded += received - keep
+        state.base_discarded += len(ids) - keep
         if not run:
             return
         state.answer.add("base", run, keep)
@@ -321,37 +312,36 @@ class NudgingStrategy:
         state.nudger.add_text(run)
 
 
+def _base_options(state: NudgeState, params: NudgingParams,
+                  options: SamplingOptions) -> SamplingOptions:
+    return replace(
+        options, max_tokens=max(1, state.room), logprobs=1, stop=(),
+        temperature=_pick(params.base_temperature, options.temperature),
+        top_p=_pick(params.base_top_p, options.top_p),
+        seed=derive_seed(state.seed, "base", state.rounds))
+
+
 def _start(request: DecodeRequest, params: NudgingParams, nudger: Engine,
            index: int) -> NudgeState:
     """Both ledgers from the conversation; a final assistant message is the answer's start."""
     messages = list(request.messages or ())
     prefill = messages.pop().content if messages and messages[-1].role == "assistant" else ""
+    if not any(m.role == "user" for m in messages):
+        raise InvalidRequest("Nudging needs a conversation with a user message (the "
+                             "question the base model answers).", param="messages")
     base_ids = request.engine.tokenize(render_plain(messages), add_special_tokens=True)
     nudger_ids = nudger.tokenize(nudger.render_chat(messages), add_special_tokens=False)
     state = NudgeState(
         base=Ledger(request.engine, base_ids, prompt_tokens=len(base_ids)),
         nudger=Ledger(nudger, nudger_ids, prompt_tokens=len(nudger_ids)),
         answer=Answer(stops=request.options.stop), budget=request.options.max_tokens,
-        guard=RepeatGuard(params.repeat_limit), base_needs_space=True,
-        request_id=f"{request.request_id}-{index}",
+        guard=RepeatGuard(params.repeat_limit), request_id=f"{request.request_id}-{index}",
+        seed=derive_seed(request.options.seed, "nudging", index),
     )
     if prefill:  # context for both models, not part of the returned text
-        state.base.add_text(_base_view(state, prefill))
+        state.base_text(prefill)
         state.nudger.add_text(prefill)
     return state
-
-
-def _base_view(state: NudgeState, text: str) -> str:
-    """The base's transcript ends with 'Answer:'; its answer starts after a space."""
-    if state.base_needs_space:
-        state.base_needs_space = False
-        if text and not text[0].isspace():
-            return " " + text
-    return text
-
-
-def _rid(state: NudgeState, kind: str) -> str:
-    return f"{state.request_id}-r{state.rounds}{kind}"
 
 
 def _pick(override: float | None, default: float) -> float:
@@ -361,7 +351,7 @@ def _pick(override: float | None, default: float) -> float:
 def _stats(states: list[NudgeState], params: NudgingParams) -> dict:
     answer_tokens = sum(sum(s.answer.tokens.values()) for s in states)
     nudged = sum(s.answer.tokens["nudger"] for s in states)
-    stats = {
+    return {
         "nudging_model": params.nudging_model,
         "gamma": params.gamma,
         "nudge_ratio": round(nudged / answer_tokens, 4) if answer_tokens else 0.0,
@@ -369,16 +359,20 @@ def _stats(states: list[NudgeState], params: NudgingParams) -> dict:
         "nudged_tokens": nudged,
         "base_tokens_kept": sum(s.answer.tokens["base"] for s in states),
         "base_tokens_discarded": sum(s.base_discarded for s in states),
-        "handoffs": sum(s.rounds for s in states),
+        "rounds": sum(s.rounds for s in states),
         "end": [s.end for s in states] if len(states) > 1 else states[0].end,
         "prefix_cache_hit_rate": _per_role(states, "cached_tokens"),
         "prefix_cache_hit_ceiling": _per_role(states, "cacheable_tokens"),
-        "engine_requests": {role: sum(getattr(s, role).requests for s in states)
-                            for role in ("base", "nudger")},
-        "engine_generated_tokens": {role: sum(getattr(s, role).generated_tokens for s in states)
-                                    for role in ("base", "nudger")},
+        "engine_requests": _sum_role(states, "requests"),
+        "engine_prompt_tokens": _sum_role(states, "sent_tokens"),
+        "engine_cached_tokens": _sum_role(states, "cached_tokens"),
+        "engine_generated_tokens": _sum_role(states, "generated_tokens"),
     }
-    return stats
+
+
+def _sum_role(states: list[NudgeState], counter: str) -> dict[str, int]:
+    return {role: sum(getattr(getattr(s, role), counter) for s in states)
+            for role in ("base", "nudger")}
 
 
 def _per_role(states: list[NudgeState], counter: str) -> dict[str, float]:

@@ -10,7 +10,8 @@ class NudgingParams:
     nudging_model: str
     gamma: float = 0.4
     return_spans: bool = False
-    max_word_tokens: int = 16
+    chunk_tokens: int = 16  # the reference's completion_token_num (both models)
+    max_rounds: int = 150  # the reference's max_round
     repeat_limit: int = 3
     base_temperature: float | None = None
     base_top_p: float | None = None

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from decoding.embeddings import Embedder, SentenceEmbedder
 from decoding.engine import Engine
 from decoding.strategies.base import DecodeRequest, DecodeRun, TextDelta, merge_streams
-from decoding.strategies.nudging.policy import find_stop
 from decoding.strategies.rain.params import RainParams
 from decoding.strategies.rain.scoring import Evaluator, conversation_text, principle_for
 from decoding.strategies.rain.tree import (
@@ -37,6 +36,7 @@ from decoding.strategies.rain.tree import (
     should_add_child,
     topk_probability,
 )
+from decoding.text import find_stop
 from decoding.types import FinishReason, GenerationChunk, SamplingOptions, TokenAccounting
 
 ROLLOUT_STOPS = (",", ".", "?", ":", ";", "\n")
@@ -370,6 +370,9 @@ class RainStrategy:
     needs_messages = False
     supports_logprobs = False
     greedy_default = False
+
+    def check_options(self, options: SamplingOptions) -> None:
+        """Not yet checked: RAIN fixes how it samples (see the README)."""
 
     def __init__(self, embedder: Embedder | None = None) -> None:
         self.embedder = embedder or SentenceEmbedder()
