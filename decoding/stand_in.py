@@ -72,9 +72,7 @@ class StandInEngine:
         prompt = list(prompt_token_ids)
         if len(prompt) + options.max_tokens > self.info.max_model_len:
             raise ContextLengthExceeded("prompt and max_tokens exceed the context")
-        cached = max((_common_prefix(prompt, p) for p in self.prompts), default=0)
-        cached = min(cached, len(prompt) - 1) // BLOCK * BLOCK
-        self.prompts.append(prompt)
+        cached = self.cache_lookup(prompt)
         self.counters.requests += 1
         self.counters.prompt_tokens += len(prompt)
         self.counters.cached_tokens += cached
@@ -108,6 +106,12 @@ class StandInEngine:
             if not finished:
                 self.aborted.append(request_id)
 
+    def cache_lookup(self, prompt: list[int]) -> int:
+        """Whole blocks of `prompt` an earlier prompt shares (never its last token)."""
+        cached = max((_common_prefix(prompt, p) for p in self.prompts), default=0)
+        self.prompts.append(prompt)
+        return min(cached, len(prompt) - 1) // BLOCK * BLOCK
+
     def open_session(self, request_id: str) -> StandInSession:
         return StandInSession(self, request_id)
 
@@ -135,18 +139,20 @@ class StandInSession:
         if self._engine.dead:
             raise EngineUnavailable("the stand-in engine is dead")
         counters = self._engine.counters
-        if not self._context:
+        first = not self._context
+        if first:
             counters.requests += 1
             counters.running += 1
         await asyncio.sleep(0)
         self._context += new_token_ids
+        cached = (self._engine.cache_lookup(list(self._context)) if first
+                  else len(self._context) - len(new_token_ids))
         dist = self._engine.distribution(self._context)
         token, logprob = dist[0]
         counters.prompt_tokens += len(new_token_ids)
         counters.generated_tokens += 1
         return GenerationChunk([token], "", _logprobs(token, logprob, dist, options.logprobs),
-                               prompt_tokens=len(self._context),
-                               cached_tokens=len(self._context) - len(new_token_ids))
+                               prompt_tokens=len(self._context), cached_tokens=cached)
 
     async def close(self) -> None:
         if self._context:

@@ -365,3 +365,15 @@ def test_token_level_options_are_refused_by_name(client, field, value):
         "model": "base", "messages": MESSAGES, "max_tokens": 4, field: value,
         "alignment": {"strategy": "nudging", "nudging_model": "chat"}})
     assert reply.status_code == 400 and reply.json()["error"]["param"] == field
+
+
+def test_usage_reports_the_base_prompts_own_cache_hits(client, engines):
+    first = nudge(client, 0.35)
+    again = nudge(client, 0.35)
+    prompt = again["usage"]["prompt_tokens"]
+    base_prompt = len(engines["base"].tokenize(render_plain(
+        [Message("user", "Tell me something.")]), add_special_tokens=True))
+    assert prompt == base_prompt == first["usage"]["prompt_tokens"]
+    # the base's first request holds the prompt and the first nudge word: all of the
+    # prompt is in whole cached blocks the second time (the nudger's prompt is longer)
+    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == base_prompt

@@ -97,6 +97,8 @@ class NudgeState:
     request_id: str
     seed: int | None
     base_started: bool = False  # the base's transcript ends 'Answer:': it needs a space
+    chunk: Chunk | None = None  # the nudger's chunk of this round
+    chunk_chars: int = 0  # how much of it the nudger's ledger holds (-1: it diverged)
     rounds: int = 0
     nudged_words: int = 0
     base_discarded: int = 0
@@ -117,6 +119,23 @@ class NudgeState:
             if not text[0].isspace():
                 text = " " + text
         self.base.add_text(text)
+
+    def nudger_text(self, text: str) -> int:
+        """Give the nudger new answer text; how many of its tokens that is. While the
+        text goes on along the nudger's own chunk (on its token boundaries), the ledger
+        takes the chunk's own ids, so what the nudger decoded beyond stays reusable."""
+        chunk, start = self.chunk, self.chunk_chars
+        if chunk is not None and start >= 0 and chunk.text.startswith(text, start):
+            first = whole_tokens(chunk.texts, start)
+            last = whole_tokens(chunk.texts, start + len(text))
+            if first is not None and last is not None:
+                self.nudger.ids += chunk.ids[first:last]
+                self.chunk_chars += len(text)
+                return last - first
+        self.chunk_chars = -1
+        before = len(self.nudger.ids)
+        self.nudger.add_text(text)
+        return len(self.nudger.ids) - before
 
     def rid(self, kind: str, step: int = 0) -> str:
         return f"{self.request_id}-r{self.rounds}{kind}{step or ''}"
@@ -161,7 +180,9 @@ class NudgingStrategy:
         choices = [self._choice(request, run, params, i, states) for i in range(request.n)]
         async for delta in merge_streams(choices):
             yield delta
-        run.accounting.prompt_tokens = states[0].base.prompt_tokens if states else 0
+        if states:  # the request's prompt is the base's: its cache hits are the usage's
+            run.accounting.prompt_tokens = states[0].base.prompt_tokens
+            run.accounting.cached_prompt_tokens = states[0].base.prompt_cached or 0
         run.stats.update(_stats(states, params))
         if params.return_spans:
             spans = [[{"source": sp.source, "text": sp.text} for sp in merge_spans(s.answer.spans)]
@@ -194,8 +215,9 @@ class NudgingStrategy:
     async def _round(self, state: NudgeState, params: NudgingParams, options: SamplingOptions,
                      accounting: TokenAccounting) -> None:
         chunk = await self._nudger_chunk(state, params, options, accounting)
+        state.chunk, state.chunk_chars = chunk, 0
         if chunk.eos:  # the reference appends the nudger's whole chunk and stops
-            self._take_nudge(state, chunk, chunk.text, len(chunk.text.split()))
+            self._take_nudge(state, chunk.text, len(chunk.text.split()))
             state.ended("stop", "nudger_eos")
             return
         words = ChunkWords.split(chunk.text)
@@ -226,7 +248,7 @@ class NudgingStrategy:
                 await stream.aclose()
             state.ended("stop", "repeated_nudge" if nudge else "nudger_empty")
             return
-        self._take_nudge(state, chunk, nudge, taken)
+        self._take_nudge(state, nudge, taken)
         state.base_text(nudge[fed:])
         if takeover is not None and stream is not None:
             async with aclosing(stream):
@@ -255,15 +277,9 @@ class NudgingStrategy:
                 chunk.eos = state.nudger.finish == "stop"
         return chunk
 
-    def _take_nudge(self, state: NudgeState, chunk: Chunk, nudge: str, words: int) -> None:
-        """The nudge joins the answer; the nudger's ledger keeps its own tokens for it
-        when the nudge ends on one of them (so the rest of the chunk stays reusable)."""
-        count = whole_tokens(chunk.texts, len(nudge))
-        if count is None:
-            count = len(state.nudger.engine.tokenize(nudge, add_special_tokens=False))
-            state.nudger.add_text(nudge)
-        else:
-            state.nudger.ids += chunk.ids[:count]
+    def _take_nudge(self, state: NudgeState, nudge: str, words: int) -> None:
+        """The nudge joins the answer (the nudger's ledger keeps its own tokens for it)."""
+        count = state.nudger_text(nudge)
         if nudge:
             state.nudged_words += words
             state.answer.add("nudger", nudge, count)
@@ -309,7 +325,7 @@ class NudgingStrategy:
             return
         state.answer.add("base", run, keep)
         state.base.ids += ids[:keep]
-        state.nudger.add_text(run)
+        state.nudger_text(run)
 
 
 def _base_options(state: NudgeState, params: NudgingParams,

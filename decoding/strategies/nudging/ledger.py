@@ -35,6 +35,7 @@ class Ledger:
     cached_tokens: int = 0
     generated_tokens: int = 0  # decoded by the engine, kept or not
     cacheable_tokens: int = 0  # the most the engine could have reused
+    prompt_cached: int | None = None  # prompt tokens the first request found cached
     finish: FinishReason | None = None  # how the last run's engine request ended
     session: TokenSession | None = None
     stream: list[int] = field(default_factory=list)  # the session's context + its last token
@@ -111,6 +112,8 @@ class Ledger:
     def _count(self, chunk: GenerationChunk, block: int, accounting: TokenAccounting) -> None:
         """One request's prompt: what was sent, what the engine reused, what it could have."""
         self.sent_tokens += chunk.prompt_tokens
+        if self.prompt_cached is None:
+            self.prompt_cached = min(chunk.cached_tokens, self.prompt_tokens)
         self.cached_tokens += chunk.cached_tokens
         self.cacheable_tokens += cacheable(chunk.prompt_tokens, block)
         accounting.record_engine_request(chunk, block)
