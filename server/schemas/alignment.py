@@ -8,24 +8,28 @@ dataclass its driver takes. Errors name the field, e.g. `alignment.strategy`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from decoding.engine import Engine
 from decoding.strategies import STRATEGIES, NudgingParams, RainParams, VanillaParams
+from decoding.strategies.rain.search import check_options
+from decoding.types import SamplingOptions
 from server.config import Settings
 from server.errors import APIError, validation_error
 
 
 @dataclass(frozen=True, slots=True)
 class AlignmentContext:
-    """What converting parameters may need: the served engines and the server's limits."""
+    """What converting parameters may need: the served engines, the server's limits and
+    the request's sampling options (a strategy may refuse some)."""
 
     model: str
     engines: Mapping[str, Engine]
     settings: Settings
+    options: SamplingOptions = field(default_factory=SamplingOptions)
 
 
 class StrategyParams(BaseModel):
@@ -100,7 +104,10 @@ class RainAlignment(StrategyParams):
     evaluation: Literal["votes", "soft", "calibrated"] = "votes"
     evaluator_model: str | None = Field(None, description="served model; default: own")
     parallel_searches: int = Field(1, ge=1)
-    max_engine_calls: int | None = Field(None, ge=1, description="default: server cap")
+    max_engine_calls: int | None = Field(None, ge=1, description="per request; default: "
+                                        "server cap")
+    return_tree: bool = Field(False, description="add `alignment.tree`: each decision's "
+                              "search, up to the server's node cap")
 
     def to_decoding(self, context: AlignmentContext) -> RainParams:
         limits = context.settings
@@ -116,12 +123,14 @@ class RainAlignment(StrategyParams):
         if any(not 1 <= n <= 64 for n in self.token_set_lengths):
             raise APIError(400, "token set lengths must lie in [1, 64].",
                            param="alignment.token_set_lengths", code="invalid_value")
+        check_options(context.options)
         if self.evaluator_model is not None and self.evaluator_model not in context.engines:
             raise APIError(404, f"The evaluator model {self.evaluator_model!r} is not served.",
                            param="alignment.evaluator_model", code="model_not_found")
         fields = self.model_dump(exclude={"strategy", "token_set_lengths", "max_engine_calls"})
         return RainParams(**fields, token_set_lengths=tuple(self.token_set_lengths),
-                          max_engine_calls=self.max_engine_calls or limits.rain_max_engine_calls)
+                          max_engine_calls=self.max_engine_calls or limits.rain_max_engine_calls,
+                          max_tree_nodes=limits.rain_max_tree_nodes)
 
 
 PARAMETER_MODELS: dict[str, type[StrategyParams]] = {
