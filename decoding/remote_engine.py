@@ -88,6 +88,8 @@ class RemoteEngine(HFTokenizerText):
             "logit_bias": {str(k): v for k, v in options.logit_bias} or None,
             # always ask for the sampled token: it carries the token id
             "logprobs": options.logprobs or 0,
+            # vLLM's completions API: these tokens' log-probabilities, whole vocabulary
+            "logprob_token_ids": list(options.logprob_token_ids) or None,
             "return_tokens_as_token_ids": True,
             "skip_special_tokens": options.skip_special_tokens,
             "include_stop_str_in_output": options.include_stop_str_in_output,
@@ -119,8 +121,7 @@ class RemoteEngine(HFTokenizerText):
                         details = event["usage"].get("prompt_tokens_details") or {}
                         self.counters.cached_tokens += details.get("cached_tokens") or 0
                         continue
-                    chunk = self._chunk(event["choices"][0], len(prompt_token_ids),
-                                        options.logprobs)
+                    chunk = self._chunk(event["choices"][0], len(prompt_token_ids), options)
                     self.counters.generated_tokens += len(chunk.token_ids)
                     finished = finished or chunk.finished
                     yield chunk
@@ -131,15 +132,21 @@ class RemoteEngine(HFTokenizerText):
             if not finished:
                 self.counters.aborted += 1
 
-    def _chunk(self, choice: dict, prompt_tokens: int, top_n: int | None) -> GenerationChunk:
+    def _chunk(self, choice: dict, prompt_tokens: int, options: SamplingOptions
+               ) -> GenerationChunk:
         lp = choice.get("logprobs") or {}
         ids = [_token_id(t) for t in lp.get("tokens") or []]
+        wanted = options.logprob_token_ids
         entries = None
-        if top_n is not None:
+        if options.logprobs is not None or wanted:
             entries = []
             for token, logprob, top in zip(lp.get("tokens") or [], lp.get("token_logprobs") or [],
                                            lp.get("top_logprobs") or [], strict=False):
-                ranked = sorted((top or {}).items(), key=lambda kv: -kv[1])[:top_n]
+                ranked = sorted((top or {}).items(), key=lambda kv: -kv[1])
+                if wanted:
+                    ranked = [(t, v) for t, v in ranked if _token_id(t) in wanted]
+                else:
+                    ranked = ranked[: options.logprobs]
                 entries.append(TokenLogprob(
                     _token_id(token), self.detokenize([_token_id(token)]), logprob,
                     tuple(TopLogprob(_token_id(t), self.detokenize([_token_id(t)]), v)

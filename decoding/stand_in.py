@@ -83,22 +83,24 @@ class StandInEngine:
             for step in range(options.max_tokens):
                 await asyncio.sleep(0)
                 dist = self.distribution(context)
-                if options.ignore_eos:
-                    dist = [d for d in dist if d[0] != EOS]
+                ends = {*options.stop_token_ids, *(() if options.ignore_eos else (EOS,))}
+                if options.ignore_eos or step < options.min_tokens:  # as vLLM: no end yet
+                    dist = [d for d in dist if d[0] != EOS and (
+                        step >= options.min_tokens or d[0] not in ends)]
                 token, logprob = dist[0] if options.temperature == 0 else _sample(dist, rng)
                 context.append(token)
-                done = token == EOS or step + 1 == options.max_tokens
+                done = token in ends or step + 1 == options.max_tokens
                 piece = self.detokenize([token])
                 stop = next((s for s in options.stop if s in text + piece), None)
                 if stop is not None:
                     piece = (text + piece)[: (text + piece).index(stop)][len(text):]
                 text += piece
-                reason = "stop" if token == EOS or stop else "length" if done else None
+                reason = "stop" if token in ends or stop else "length" if done else None
                 finished = reason is not None
                 self.counters.generated_tokens += 1
                 yield GenerationChunk(
-                    [token], piece, _logprobs(token, logprob, dist, options.logprobs),
-                    reason, stop, len(prompt), cached)
+                    [token], piece, _logprobs(token, logprob, dist, options), reason, stop,
+                    len(prompt), cached)
                 if finished:
                     return
         finally:
@@ -151,7 +153,7 @@ class StandInSession:
         token, logprob = dist[0]
         counters.prompt_tokens += len(new_token_ids)
         counters.generated_tokens += 1
-        return GenerationChunk([token], "", _logprobs(token, logprob, dist, options.logprobs),
+        return GenerationChunk([token], "", _logprobs(token, logprob, dist, options),
                                prompt_tokens=len(self._context), cached_tokens=cached)
 
     async def close(self) -> None:
@@ -174,8 +176,14 @@ def _sample(dist: list[tuple[int, float]], rng: random.Random) -> tuple[int, flo
 
 
 def _logprobs(token: int, logprob: float, dist: list[tuple[int, float]],
-              top_n: int | None) -> list[TokenLogprob] | None:
-    if top_n is None:
+              options: SamplingOptions) -> list[TokenLogprob] | None:
+    """The top `logprobs` tokens, or exactly `logprob_token_ids` (−inf off the alphabet)."""
+    if options.logprob_token_ids:
+        known = dict(dist)
+        pairs = [(t, known.get(t, -math.inf)) for t in options.logprob_token_ids]
+    elif options.logprobs is not None:
+        pairs = dist[: options.logprobs]
+    else:
         return None
-    top = tuple(TopLogprob(t, chr(t) if t < 256 else "", lp) for t, lp in dist[:top_n])
+    top = tuple(TopLogprob(t, chr(t) if t < 256 else "", lp) for t, lp in pairs)
     return [TokenLogprob(token, chr(token) if token < 256 else "", logprob, top)]

@@ -34,6 +34,9 @@ class SamplingOptions:
     repetition_penalty: float = 1.0
     logit_bias: tuple[tuple[int, float], ...] = ()
     logprobs: int | None = None
+    # Log-probabilities of exactly these tokens (over the whole vocabulary) at each
+    # generated position, in `TokenLogprob.top` instead of the `logprobs` most likely.
+    logprob_token_ids: tuple[int, ...] = ()
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
 
@@ -84,15 +87,27 @@ class TokenAccounting:
     engine_cached_tokens: int = 0
     engine_generated_tokens: int = 0  # by every engine request, used or not
     engine_cacheable_tokens: int = 0  # the most a perfect prefix cache could have served
+    prompt_cache_recorded: bool = False
 
-    def record_engine_request(self, chunk: GenerationChunk, block_size: int) -> None:
-        """Count one engine request; the first one's cache hits are the prompt's."""
-        if not self.engine_requests:
+    def record_engine_request(self, chunk: GenerationChunk, block_size: int, *,
+                              own_prompt: bool | None = None) -> None:
+        """Count one engine request. `usage` reports the cache hits of the first request
+        on the client's own prompt (`own_prompt`); None: take the run's first request."""
+        if own_prompt is None:
+            own_prompt = not self.engine_requests
+        if own_prompt and not self.prompt_cache_recorded:
             self.cached_prompt_tokens = chunk.cached_tokens
+            self.prompt_cache_recorded = True
         self.engine_requests += 1
         self.engine_prompt_tokens += chunk.prompt_tokens
         self.engine_cached_tokens += chunk.cached_tokens
         self.engine_cacheable_tokens += cacheable(chunk.prompt_tokens, block_size)
+
+    def engine_totals(self) -> dict[str, int]:
+        """What the strategy's engine requests cost, for `alignment.stats`."""
+        return {"requests": self.engine_requests, "prompt_tokens": self.engine_prompt_tokens,
+                "cached_tokens": self.engine_cached_tokens,
+                "generated_tokens": self.engine_generated_tokens}
 
     @property
     def prefix_cache_hit_rate(self) -> float:

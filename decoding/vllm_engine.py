@@ -112,7 +112,7 @@ class VllmEngine(HFTokenizerText):
                     chunk = GenerationChunk(
                         token_ids=list(completion.token_ids),
                         text=completion.text,
-                        logprobs=_logprobs(completion.logprobs, options.logprobs),
+                        logprobs=_logprobs(completion.logprobs, options),
                         finish_reason=completion.finish_reason if out.finished else None,
                         stop_reason=completion.stop_reason,
                         prompt_tokens=len(prompt_token_ids),
@@ -205,7 +205,7 @@ class VllmSession:
         return GenerationChunk(
             token_ids=list(completion.token_ids[-1:]), text="",
             logprobs=_logprobs(completion.logprobs[-1:] if completion.logprobs else None,
-                               options.logprobs),
+                               options),
             prompt_tokens=self._context, cached_tokens=cached)
 
     async def close(self) -> None:
@@ -247,25 +247,30 @@ def _sampling_params(options: SamplingOptions) -> SamplingParams:
         frequency_penalty=options.frequency_penalty,
         repetition_penalty=options.repetition_penalty,
         logit_bias=dict(options.logit_bias) or None,
-        logprobs=options.logprobs,
+        logprobs=None if options.logprob_token_ids else options.logprobs,
+        logprob_token_ids=list(options.logprob_token_ids) or None,
         skip_special_tokens=options.skip_special_tokens,
         include_stop_str_in_output=options.include_stop_str_in_output,
         output_kind=RequestOutputKind.DELTA,
     )
 
 
-def _logprobs(positions, top_n: int | None) -> list[TokenLogprob] | None:
-    """Convert vLLM's per-position dicts; the chosen token is the rank-free extra entry."""
-    if positions is None or top_n is None:
+def _logprobs(positions, options: SamplingOptions) -> list[TokenLogprob] | None:
+    """Convert vLLM's per-position dicts; the chosen token is the first entry. With
+    `logprob_token_ids`, vLLM adds exactly those tokens (whole-vocabulary log-probs)."""
+    wanted, top_n = options.logprob_token_ids, options.logprobs
+    if positions is None or (top_n is None and not wanted):
         return None
     result = []
     for position in positions:
-        ranked = sorted(position.items(), key=lambda item: item[1].rank or 0)
         chosen_id, chosen = next(iter(position.items()))
-        top = tuple(
-            TopLogprob(token_id, lp.decoded_token or "", lp.logprob)
-            for token_id, lp in ranked
-            if lp.rank is not None and lp.rank <= top_n
-        )
+        if wanted:
+            entries = [(token_id, position[token_id]) for token_id in wanted]
+        else:
+            entries = [(token_id, lp) for token_id, lp in sorted(
+                position.items(), key=lambda item: item[1].rank or 0)
+                if lp.rank is not None and lp.rank <= top_n]
+        top = tuple(TopLogprob(token_id, lp.decoded_token or "", lp.logprob)
+                    for token_id, lp in entries)
         result.append(TokenLogprob(chosen_id, chosen.decoded_token or "", chosen.logprob, top))
     return result

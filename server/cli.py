@@ -39,6 +39,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
     p.add_argument("--rain-max-parallel-searches", type=int)
     p.add_argument("--rain-max-rollout-tokens", type=int)
     p.add_argument("--rain-max-engine-calls", type=int, help="engine calls per RAIN request")
+    p.add_argument("--rain-max-tree-nodes", type=int,
+                   help="nodes a RAIN return_tree lists per choice (default 2000)")
     p.add_argument("--prepare-only", action="store_true",
                    help="convert/check the models' weights and exit")
     args = vars(p.parse_args(argv))

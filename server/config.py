@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     rain_max_parallel_searches: int = Field(16, ge=1)
     rain_max_rollout_tokens: int = Field(256, ge=1)
     rain_max_engine_calls: int = Field(20_000, ge=1, description="engine calls per request")
+    rain_max_tree_nodes: int = Field(
+        2000, ge=0, description="nodes a RAIN `return_tree` lists per choice, at most")
 
     def model_post_init(self, _context: object) -> None:
         if self.models_file is not None:

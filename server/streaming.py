@@ -16,6 +16,11 @@ def sse(payload: BaseModel, *, exclude: set[str] | None = None) -> str:
     return f"data: {payload.model_dump_json(exclude=exclude)}\n\n"
 
 
+def comment(note: str) -> str:
+    """An SSE comment line: keeps proxies and users informed, ignored by clients."""
+    return f": {' '.join(note.splitlines())}\n\n"
+
+
 async def sse_stream(events: AsyncIterator[str]) -> AsyncIterator[str]:
     """Frame a stream: a failure becomes one error event; `[DONE]` always ends it."""
     try:

@@ -37,7 +37,10 @@ async def measure(weights: dict[str, Path], pairs: list[dict]) -> list[dict]:
 
         try:
             for mode in MODES:
-                evaluator = Evaluator(engine, principle_for("harmless"), mode, call)
+                # audit_top: also count how often a label was outside the top 20 (the
+                # reading before exact label scores took it as probability 0)
+                evaluator = Evaluator(engine, principle_for("harmless"), mode, call,
+                                      audit_top=20)
                 values = [await evaluator.score(conversation_text(
                     [Message("user", p["question"])], "", p["answer"])) for p in pairs]
                 harmful = [p["harmful"] for p in pairs]
@@ -45,7 +48,10 @@ async def measure(weights: dict[str, Path], pairs: list[dict]) -> list[dict]:
                               for v, h in zip(values, harmful, strict=True))
                 rows.append({"model": name, "mode": mode, "accuracy": correct / len(pairs),
                              "auc": auc(values, harmful),
-                             "distinct_values": len({round(v, 6) for v in values})})
+                             "distinct_values": len({round(v, 6) for v in values}),
+                             "labels_outside_top20": round(
+                                 evaluator.labels_outside_top
+                                 / max(1, 2 * evaluator.label_reads), 3)})
         finally:
             await engine.shutdown()
     return rows

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from decoding.engine import Engine
-from decoding.types import FinishReason, Message, SamplingOptions, TokenAccounting, TokenLogprob
+from decoding.types import (
+    FinishReason,
+    GenerationChunk,
+    Message,
+    SamplingOptions,
+    TokenAccounting,
+    TokenLogprob,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +45,15 @@ class TextDelta:
 
 
 @dataclass(slots=True)
+class Progress:
+    """The strategy is still working on choice `index` (no text yet): streamed responses
+    may tell the client so; everything else ignores it."""
+
+    index: int
+    note: str
+
+
+@dataclass(slots=True)
 class DecodeRun:
     """Per-request bookkeeping a strategy fills in while it runs."""
 
@@ -58,7 +74,24 @@ class Strategy(Protocol):
         """Raise `InvalidRequest` naming an option the strategy cannot honour."""
         ...
 
-    def run(self, request: DecodeRequest, run: DecodeRun) -> AsyncIterator[TextDelta]: ...
+    def run(self, request: DecodeRequest, run: DecodeRun
+            ) -> AsyncIterator[TextDelta | Progress]: ...
+
+
+async def metered(engine: Engine, prompt_token_ids: Sequence[int], options: SamplingOptions,
+                  request_id: str, accounting: TokenAccounting, *, own_prompt: bool = False
+                  ) -> AsyncIterator[GenerationChunk]:
+    """One engine request's chunks, counted in `accounting`: the request (prompt and cache
+    hits) on its first chunk, decoded tokens on each. Close it to abort the request."""
+    first = True
+    async with aclosing(engine.generate(prompt_token_ids, options, request_id)) as stream:
+        async for chunk in stream:
+            if first:
+                first = False
+                accounting.record_engine_request(chunk, engine.info.kv_block_size,
+                                                 own_prompt=own_prompt)
+            accounting.engine_generated_tokens += len(chunk.token_ids)
+            yield chunk
 
 
 async def merge_streams(streams: list[AsyncIterator[TextDelta]]) -> AsyncIterator[TextDelta]:

@@ -7,7 +7,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 
 from decoding.seeds import choice_seed
-from decoding.strategies.base import DecodeRequest, DecodeRun, TextDelta, merge_streams
+from decoding.strategies.base import DecodeRequest, DecodeRun, TextDelta, merge_streams, metered
 from decoding.types import SamplingOptions
 
 
@@ -37,15 +37,10 @@ class VanillaStrategy:
         self, request: DecodeRequest, run: DecodeRun, index: int
     ) -> AsyncIterator[TextDelta]:
         options = replace(request.options, seed=choice_seed(request.options.seed, index))
-        stream = request.engine.generate(
-            request.prompt_token_ids, options, f"{request.request_id}-{index}"
-        )
-        first = True
+        stream = metered(request.engine, request.prompt_token_ids, options,
+                         f"{request.request_id}-{index}", run.accounting, own_prompt=True)
         async with aclosing(stream):
             async for chunk in stream:
-                if first:
-                    first = False
-                    run.accounting.record_engine_request(chunk, request.engine.info.kv_block_size)
                 run.accounting.completion_tokens += len(chunk.token_ids)
                 yield TextDelta(
                     index, chunk.text, chunk.token_ids, chunk.logprobs, chunk.finish_reason

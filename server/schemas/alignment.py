@@ -102,7 +102,10 @@ class RainAlignment(StrategyParams):
     evaluation: Literal["votes", "soft", "calibrated"] = "votes"
     evaluator_model: str | None = Field(None, description="served model; default: own")
     parallel_searches: int = Field(1, ge=1)
-    max_engine_calls: int | None = Field(None, ge=1, description="default: server cap")
+    max_engine_calls: int | None = Field(None, ge=1, description="per request; default: "
+                                        "server cap")
+    return_tree: bool = Field(False, description="add `alignment.tree`: each decision's "
+                              "search, up to the server's node cap")
 
     def to_decoding(self, context: AlignmentContext) -> RainParams:
         limits = context.settings
@@ -123,7 +126,8 @@ class RainAlignment(StrategyParams):
                            param="alignment.evaluator_model", code="model_not_found")
         fields = self.model_dump(exclude={"strategy", "token_set_lengths", "max_engine_calls"})
         return RainParams(**fields, token_set_lengths=tuple(self.token_set_lengths),
-                          max_engine_calls=self.max_engine_calls or limits.rain_max_engine_calls)
+                          max_engine_calls=self.max_engine_calls or limits.rain_max_engine_calls,
+                          max_tree_nodes=limits.rain_max_tree_nodes)
 
 
 PARAMETER_MODELS: dict[str, type[StrategyParams]] = {

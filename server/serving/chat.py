@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 
 from decoding.engine import Engine
 from decoding.prompts import chat_prompt, resolve_max_tokens
+from decoding.strategies.base import Progress
 from decoding.types import Message, TokenLogprob
 from server.config import Settings
 from server.metrics import Metrics
@@ -87,8 +88,11 @@ async def chat_stream(decoding: Decoding, body: ChatCompletionRequest) -> AsyncI
         first = ChatChunkChoice(index=index, delta=DeltaMessage(role="assistant", content=""))
         yield sse(chunk([first]), exclude=hidden)
 
-    async def chunks() -> AsyncIterator[tuple[ChatCompletionChunk, bool]]:
+    async def chunks() -> AsyncIterator[tuple[ChatCompletionChunk, bool] | Progress]:
         async for delta in decoding.deltas():
+            if isinstance(delta, Progress):
+                yield delta
+                continue
             content = delta.text if delta.text or not delta.finish_reason else None
             yield chunk([ChatChunkChoice(
                 index=delta.index, delta=DeltaMessage(content=content),

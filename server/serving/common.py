@@ -14,14 +14,14 @@ from fastapi import Request
 from decoding.engine import Engine
 from decoding.errors import ModelNotFound
 from decoding.strategies import STRATEGIES, DecodeRequest, DecodeRun, TextDelta
-from decoding.strategies.base import merge_streams
+from decoding.strategies.base import Progress, merge_streams
 from decoding.types import FinishReason, Message, SamplingOptions, TokenLogprob
 from server.config import Settings
 from server.errors import APIError
 from server.metrics import Metrics
 from server.schemas.alignment import Alignment, AlignmentContext, parse_alignment
 from server.schemas.common import AlignmentInfo, PromptTokensDetails, SamplingRequest, Usage
-from server.streaming import sse
+from server.streaming import comment, sse
 
 T = TypeVar("T")
 
@@ -120,12 +120,12 @@ class Decoding:
         return cls(request_id, body.model, alignment, requests, metrics, endpoint,
                    deadline=settings.request_timeout or None)
 
-    async def deltas(self) -> AsyncIterator[TextDelta]:
+    async def deltas(self) -> AsyncIterator[TextDelta | Progress]:
         """All prompts' deltas; choice index = prompt index × n + the strategy's index."""
         strategy = STRATEGIES[self.alignment.strategy]
         self.runs = [DecodeRun() for _ in self.requests]
 
-        async def one(i: int) -> AsyncIterator[TextDelta]:
+        async def one(i: int) -> AsyncIterator[TextDelta | Progress]:
             request = self.requests[i]
             async for delta in strategy.run(request, self.runs[i]):
                 delta.index += i * request.n
@@ -156,7 +156,8 @@ class Decoding:
     async def collect(self) -> list[Choice]:
         choices = [Choice() for _ in range(len(self.requests) * self.requests[0].n)]
         async for delta in self.deltas():
-            choices[delta.index].add(delta)
+            if isinstance(delta, TextDelta):
+                choices[delta.index].add(delta)
         return choices
 
     def usage(self) -> Usage:
@@ -181,14 +182,19 @@ class StreamChunk(Protocol):
     alignment: AlignmentInfo | None
 
 
-async def framed_chunks(decoding: Decoding, chunks: AsyncIterator[tuple[StreamChunk, bool]],
+async def framed_chunks(decoding: Decoding,
+                        chunks: AsyncIterator[tuple[StreamChunk, bool] | Progress],
                         *, include_usage: bool, empty: Callable[[], StreamChunk]
                         ) -> AsyncIterator[str]:
     """SSE events for (chunk, finishing) pairs, sent as soon as they come; finishing chunks
     wait for the run to end so the last event can carry `usage` and `alignment`."""
     hidden = {"alignment"} if include_usage else {"alignment", "usage"}
     held: list[StreamChunk] = []
-    async for chunk, finishing in chunks:
+    async for item in chunks:
+        if isinstance(item, Progress):
+            yield comment(item.note)
+            continue
+        chunk, finishing = item
         if finishing:
             held.append(chunk)
         else:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 
 from decoding.engine import Engine
 from decoding.prompts import resolve_max_tokens
+from decoding.strategies.base import Progress
 from decoding.types import TokenLogprob
 from server.config import Settings
 from server.errors import APIError
@@ -102,8 +103,11 @@ async def completion_stream(decoding: Decoding, body: CompletionRequest) -> Asyn
         return Completion(id=decoding.request_id, created=decoding.created,
                           model=decoding.model, choices=choices)
 
-    async def chunks() -> AsyncIterator[tuple[Completion, bool]]:
+    async def chunks() -> AsyncIterator[tuple[Completion, bool] | Progress]:
         async for delta in decoding.deltas():
+            if isinstance(delta, Progress):
+                yield delta
+                continue
             text = delta.text
             if not echoed[delta.index]:
                 echoed[delta.index] = True

@@ -73,3 +73,60 @@ def test_disconnect_aborts_the_search(server_url):
     stream_then_leave(server_url, body, events=2)  # the role chunk, then a committed set
     wait_idle(server_url, [SMOL], seconds=1.0)  # measured here: 25-55 ms for ~45 requests
     assert engine_metric(server_url, "align_engine_requests_total", SMOL) > before
+
+
+def test_return_tree_on_the_real_model(sdk):
+    reply = rain(sdk, return_tree=True)
+    alignment = reply.model_extra["alignment"]
+    decisions = alignment["tree"]
+    assert len(decisions) == alignment["stats"]["committed_sets"]
+    committed = []
+    for decision in decisions:
+        kids = decision["children"]
+        assert sum(k["prior"] for k in kids) == pytest.approx(1, abs=1e-3)
+        chosen = [k for k in kids if k["committed"]]
+        assert len(chosen) == 1
+        assert chosen[0] == max(kids, key=lambda k: (k["visits"], k["value"]))
+        assert all(-1 <= k["value"] <= 1 for k in kids)
+        committed.append(chosen[0]["text"])
+    assert reply.choices[0].message.content.strip().startswith(committed[0].strip())
+
+
+def test_streamed_progress_comments_keep_the_strict_sdk_reading(server_url, sdk):
+    import httpx
+
+    body = {"model": SMOL, "messages": MESSAGES, "max_tokens": 10, "seed": 5, "stream": True,
+            "alignment": BUDGET}
+    raw = httpx.post(f"{server_url}/v1/chat/completions", json=body, timeout=300,
+                     headers={"Authorization": f"Bearer {API_KEY}"}).text
+    events = raw.split("\n\n")
+    assert all(e.startswith(("data: ", ": searching")) for e in events[:-1])
+    chunks = list(sdk.chat.completions.create(model=SMOL, messages=MESSAGES, max_tokens=10,
+                                              seed=5, stream=True,
+                                              extra_body={"alignment": BUDGET}))
+    assert chunks[-1].model_extra["alignment"]["strategy"] == "rain"
+
+
+def test_seeded_parallel_search_repeats_on_the_real_engine(sdk):
+    wide = {"parallel_searches": 4, "max_visits": 8}
+    first = rain(sdk, **wide)
+    again = rain(sdk, **wide)
+    assert first.choices[0].message.content == again.choices[0].message.content
+    assert (first.model_extra["alignment"]["stats"]["tree_nodes"]
+            == again.model_extra["alignment"]["stats"]["tree_nodes"])
+
+
+def test_engine_totals_and_own_prompt_cache_in_usage(sdk):
+    reply = rain(sdk)
+    stats = reply.model_extra["alignment"]["stats"]
+    assert stats["engine"]["requests"] == stats["engine_calls_total"]
+    assert reply.usage.prompt_tokens_details.cached_tokens <= reply.usage.prompt_tokens
+
+
+@pytest.mark.parametrize("field", ["logit_bias", "presence_penalty"])
+def test_options_rain_cannot_honour_are_400s(sdk, field):
+    value = {"logit_bias": {"1": 1.0}}.get(field, 0.5)
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.chat.completions.create(model=SMOL, messages=MESSAGES, max_tokens=4,
+                                    extra_body={"alignment": BUDGET}, **{field: value})
+    assert info.value.body["param"] == field

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 from contextlib import aclosing
 
@@ -9,12 +11,14 @@ import numpy as np
 import pytest
 
 from decoding.embeddings import HashEmbedder
-from decoding.stand_in import StandInEngine
-from decoding.strategies.base import DecodeRequest, DecodeRun
+from decoding.stand_in import ALPHABET, EOS, StandInEngine
+from decoding.strategies.base import DecodeRequest, DecodeRun, Progress
 from decoding.strategies.rain import RainParams, RainStrategy
 from decoding.strategies.rain.scoring import Evaluator, combine, judge_text, principle_for
+from decoding.strategies.rain.search import rollout_stop_ids
 from decoding.strategies.rain.tree import (
     Node,
+    added_prior,
     backup,
     clamp_greedy_prior,
     commit_choice,
@@ -98,16 +102,36 @@ def test_node_addition_trigger():
     for child in root.children:
         child.embedding = np.ones(4, dtype=np.float32)
         child.q = -0.5
-    assert should_add_child(root, 20, 0.03)
+    assert should_add_child(root, 20, 0.03, 1)
     root.children[1].q = 0.1
-    assert not should_add_child(root, 20, 0.03)          # one child looks fine
+    assert not should_add_child(root, 20, 0.03, 1)          # one child looks fine
     root.children[1].q = -0.1
     root.children[1].embedding = np.array([1, 0, 0, 0], dtype=np.float32)
-    assert not should_add_child(root, 20, 0.03)          # children differ
+    assert not should_add_child(root, 20, 0.03, 1)          # children differ
     root.children[1].embedding = None
-    assert not should_add_child(root, 20, 0.03)          # not all embedded yet
+    assert not should_add_child(root, 20, 0.03, 1)          # not all embedded yet
     root.children[1].embedding = np.ones(4, dtype=np.float32)
-    assert not should_add_child(root, 2, 0.03)           # already wide enough
+    assert not should_add_child(root, 2, 0.03, 1)           # already wide enough
+
+
+def test_node_addition_threshold_uses_the_depths_set_length():
+    # the first child's chain met EOS after one token; its siblings have the depth's 4
+    root = Node((), 1.0, 0)
+    root.children = [Node((EOS,), 0.5, 1, parent=root, q=-0.5, terminal=True),
+                     Node((1, 2, 3, 4), 0.5, 1, parent=root, q=-0.5)]
+    root.children[0].embedding = np.array([1.0, 0.0], dtype=np.float32)
+    root.children[1].embedding = np.array([1.0, 0.5], dtype=np.float32)
+    spread = float(np.linalg.norm(np.var(np.stack([k.embedding for k in root.children]), 0)))
+    assert 0.03 * 1 < spread < 0.03 * 4
+    assert should_add_child(root, 20, 0.03, set_length(3, (1, 2, 4, 10)))
+
+
+def test_a_child_added_at_the_root_gets_the_references_mixed_prior():
+    # p = 0.05 among 10 children: 0.75·0.05 + 0.25/11, the siblings keep their priors
+    weights = [0.095] * 10
+    assert added_prior(weights, 0.05, 0.25) == pytest.approx(0.75 * 0.05 + 0.25 / 11)
+    assert added_prior(weights, 0.05, None) == pytest.approx(0.05)
+    assert added_prior([0.0, 0.0], 0.0, None) == pytest.approx(1 / 3)
 
 
 def test_commit_rule_and_reroot_keep_the_subtree():
@@ -168,12 +192,24 @@ class KeywordJudge(StandInEngine):
         good_first = text.rsplit("Options: (A) ", 1)[1].startswith("harmless")
         good = (reply.find(self.banned) < 0)
         letter = "A" if good == good_first else "B"
-        other = "B" if letter == "A" else "A"
-        top = (TopLogprob(ord(letter), letter, math.log(0.9)),
-               TopLogprob(ord(other), other, math.log(0.1)))
+        probs = {ord(letter): 0.9, ord("B" if letter == "A" else "A"): 0.1}
+        wanted = options.logprob_token_ids or tuple(probs)
+        top = tuple(TopLogprob(t, chr(t), math.log(probs.get(t, 1e-12))) for t in wanted)
         yield GenerationChunk([ord(letter)], letter,
                               [TokenLogprob(ord(letter), letter, math.log(0.9), top)], "length",
                               None, len(prompt_token_ids), 0)
+
+
+def recording_call(calls: list):
+    """An evaluator's engine call that records each prompt."""
+
+    async def call(engine, ids, options):
+        calls.append(ids)
+        async with aclosing(engine.generate(ids, options, "x")) as stream:
+            async for chunk in stream:
+                return chunk
+
+    return call
 
 
 SMALL = RainParams(max_visits=12, min_searches=4, min_visits=2)
@@ -190,6 +226,8 @@ async def rain_answer(policy, judge, params=SMALL, seed=3, max_tokens=14):
     text = ""
     async with aclosing(RainStrategy(HashEmbedder()).run(request, run)) as deltas:
         async for delta in deltas:
+            if isinstance(delta, Progress):
+                continue
             text += delta.text
     return text, run
 
@@ -254,15 +292,9 @@ async def test_engine_call_budget_ends_the_answer():
 
 @pytest.mark.asyncio
 async def test_evaluator_labels_and_memo():
-    judge = KeywordJudge("bad")
     calls = []
-
-    async def call(engine, ids, options):
-        calls.append(ids)
-        async for chunk in engine.generate(ids, options, "x"):
-            return chunk
-
-    evaluator = Evaluator(judge, principle_for("harmless"), "votes", call)
+    evaluator = Evaluator(KeywordJudge("bad"), principle_for("harmless"), "votes",
+                          recording_call(calls))
     assert evaluator.labels() == (ord("A"), ord("B"))
     assert await evaluator.score("User: q\nAssistant: fine") == 1.0
     assert await evaluator.score("User: q\nAssistant: bad idea") == -1.0
@@ -283,6 +315,8 @@ async def test_n_choices_search_separately():
     finishes = {}
     async with aclosing(RainStrategy(HashEmbedder()).run(request, run)) as deltas:
         async for delta in deltas:
+            if isinstance(delta, Progress):
+                continue
             texts[delta.index] += delta.text
             if delta.finish_reason:
                 finishes[delta.index] = delta.finish_reason
@@ -291,3 +325,325 @@ async def test_n_choices_search_separately():
     assert all(c["committed_sets"] >= 1 and c["searches"] >= 1 for c in choices)
     assert run.accounting.completion_tokens == sum(
         len(policy.tokenize(t, add_special_tokens=False)) for t in texts.values())
+
+
+# --- issue 10: defects, each pinned by a test that failed before its fix -----------
+
+
+class RecordingEngine(StandInEngine):
+    """The stand-in, remembering every request's prompt and options."""
+
+    def __init__(self, model_id: str = "policy") -> None:
+        super().__init__(model_id)
+        self.requests: list[tuple[list[int], SamplingOptions]] = []
+
+    async def generate(self, prompt_token_ids, options, request_id):
+        self.requests.append((list(prompt_token_ids), options))
+        async for chunk in super().generate(prompt_token_ids, options, request_id):
+            yield chunk
+
+
+class ScriptedEngine(RecordingEngine):
+    """Writes `script` after the prompt with probability 0.999 per token, then EOS."""
+
+    def __init__(self, script: str) -> None:
+        super().__init__("scripted")
+        self.script = script.encode()
+
+    def distribution(self, context):
+        start = max(i for i, t in enumerate(context) if t == ord(">")) + 1
+        done = len(context) - start
+        wanted = self.script[done] if done < len(self.script) else EOS
+        rest = [t for t in ALPHABET if t != wanted]
+        return [(wanted, math.log(0.999))] + [(t, math.log(0.001 / len(rest))) for t in rest]
+
+
+def policy_prompt(policy) -> list[int]:
+    messages = (Message("user", "Say something."),)
+    return policy.tokenize(policy.render_chat(messages), add_special_tokens=False)
+
+
+@pytest.mark.asyncio
+async def test_seeded_expansion_has_as_many_distinct_chains_as_unseeded():
+    # one search, one 10-token expansion of the root, then the answer is full
+    params = RainParams(max_visits=1, min_searches=1, token_set_lengths=(10,))
+    nodes = []
+    for seed in (3, None):
+        policy = RecordingEngine()
+        _text, run = await rain_answer(policy, KeywordJudge("qqq"), params, seed=seed,
+                                       max_tokens=10)
+        nodes.append(run.stats["tree_nodes"])
+        sampled = [o.seed for _, o in policy.requests if o.temperature > 0 and o.max_tokens > 1]
+        if seed is not None:
+            assert len(set(sampled)) == len(sampled)  # every sampled chain its own seed
+    assert nodes == [1 + params.candidates] * 2
+
+
+@pytest.mark.asyncio
+async def test_seeded_parallel_search_repeats_exactly():
+    params = RainParams(max_visits=12, min_searches=4, min_visits=2, parallel_searches=4)
+    runs = [await rain_answer(StandInEngine("policy"), KeywordJudge("zz"), params)
+            for _ in range(2)]
+    (text, first), (again, second) = runs
+    assert text == again
+    for key in ("searches", "tree_nodes", "evaluations", "engine_calls"):
+        assert first.stats[key] == second.stats[key]
+
+
+@pytest.mark.asyncio
+async def test_stop_string_across_committed_sets_is_never_sent():
+    policy = ScriptedEngine(" .nnnnnnnnnnnnnnnnnnnnnnn")
+    ids = policy_prompt(policy)
+    request = DecodeRequest("r", policy, {"policy": policy, "judge": KeywordJudge("qqq")}, ids,
+                            SamplingOptions(max_tokens=20, seed=1, stop=("nn",)), 1,
+                            (Message("user", "Say something."),), _with_judge(SMALL))
+    sent = []
+    async with aclosing(RainStrategy(HashEmbedder()).run(request, DecodeRun())) as deltas:
+        async for delta in deltas:
+            if isinstance(delta, Progress):
+                continue
+            sent.append(delta.text)
+    assert "".join(sent) == " ."
+
+
+def test_base_model_evaluator_prompt_has_one_answer_cue():
+    base = StandInEngine("base", role="base")
+    evaluator = Evaluator(base, principle_for("harmless"), "votes", None)
+    text = base.detokenize(evaluator.prompt_ids("User: q\nAssistant: a", True))
+    assert text.endswith("\nAnswer: (") and "Answer: Answer:" not in text
+
+
+@pytest.mark.asyncio
+async def test_no_engine_request_outlives_a_search_that_ran_out_of_budget():
+    policy = StandInEngine("policy")
+    params = RainParams(parallel_searches=4, max_engine_calls=37)
+    _text, run = await rain_answer(policy, KeywordJudge("zz"), params)
+    assert run.stats["end"] == "engine_call_budget"
+    assert policy.counters.running == 0
+
+
+@pytest.mark.asyncio
+async def test_concurrent_evaluations_of_one_text_share_the_engine_requests():
+    calls = []
+    evaluator = Evaluator(KeywordJudge("bad"), principle_for("harmless"), "calibrated",
+                          recording_call(calls))
+    texts = ["User: q\nAssistant: fine", "User: q\nAssistant: fine",
+             "User: q\nAssistant: also fine", "User: q\nAssistant: fine"]
+    values = await asyncio.gather(*(evaluator.score(t) for t in texts))
+    assert len(set(values)) == 1
+    # two texts × two label orders, plus the content-free answer in both orders, once
+    assert len(calls) == 2 * 2 + 2
+
+
+@pytest.mark.asyncio
+async def test_max_tokens_bounds_every_expansion_and_rollout():
+    policy = RecordingEngine()
+    ids = policy_prompt(policy)
+    for max_tokens in (1, 5, 9):
+        policy.requests.clear()
+        await rain_answer(policy, KeywordJudge("zz"), SMALL, max_tokens=max_tokens)
+        assert policy.requests
+        for prompt, options in policy.requests:
+            assert len(prompt) - len(ids) + options.max_tokens <= max_tokens
+
+
+@pytest.mark.asyncio
+async def test_engine_call_budget_is_per_request_not_per_choice():
+    policy = StandInEngine("policy")
+    ids = policy_prompt(policy)
+    request = DecodeRequest("r", policy, {"policy": policy, "judge": KeywordJudge("qqq")}, ids,
+                            SamplingOptions(max_tokens=8, seed=5), 3,
+                            (Message("user", "Say something."),),
+                            _with_judge(RainParams(max_engine_calls=40)))
+    run = DecodeRun()
+    async with aclosing(RainStrategy(HashEmbedder()).run(request, run)) as deltas:
+        async for _ in deltas:
+            pass
+    assert run.accounting.engine_requests <= 40
+
+
+@pytest.mark.asyncio
+async def test_widening_never_decodes_a_greedy_chain_twice():
+    policy = RecordingEngine()
+    everything_bad = KeywordJudge("")  # every reply holds "": always harmful
+    params = RainParams(max_visits=40, min_searches=4, addition_variance=1e9,
+                        token_set_lengths=(2, 4))
+    _text, run = await rain_answer(policy, everything_bad, params, max_tokens=10)
+    assert run.stats["node_additions"] > 0
+    greedy = [tuple(p) for p, o in policy.requests if o.temperature == 0 and o.max_tokens > 1]
+    assert len(greedy) == len(set(greedy))
+
+
+class SlowToStart(StandInEngine):
+    """Answers requests on `slow` prompts a few event-loop turns late."""
+
+    def __init__(self, model_id: str, slow: list[int], **kwargs) -> None:
+        super().__init__(model_id, **kwargs)
+        self.slow = slow
+
+    async def generate(self, prompt_token_ids, options, request_id):
+        if list(prompt_token_ids) == self.slow:
+            for _ in range(10):
+                await asyncio.sleep(0)
+        async for chunk in super().generate(prompt_token_ids, options, request_id):
+            yield chunk
+
+
+@pytest.mark.asyncio
+async def test_usage_cached_tokens_are_the_request_prompts_own():
+    policy = SlowToStart("policy", policy_prompt(StandInEngine()), max_model_len=4096)
+    await rain_answer(policy, policy, SMALL)  # the evaluator's long prompt is now cached
+    _text, run = await rain_answer(policy, policy, SMALL)
+    assert run.accounting.cached_prompt_tokens == (len(policy.slow) - 1) // 4 * 4
+
+
+class LongTailJudge(KeywordJudge):
+    """Both labels are far below the top 20; the good one is the likelier of the two."""
+
+    async def generate(self, prompt_token_ids, options, request_id):
+        text = self.detokenize(prompt_token_ids)
+        good_first = text.rsplit("Options: (A) ", 1)[1].startswith("harmless")
+        good, bad = (ord("A"), ord("B")) if good_first else (ord("B"), ord("A"))
+        logprob = {t: math.log(0.03) for t in range(100, 130)}  # 30 likelier tokens
+        logprob |= {good: math.log(0.004), bad: math.log(0.001)}
+        wanted = options.logprob_token_ids or sorted(logprob, key=lambda t: -logprob[t])[
+            : options.logprobs]
+        top = tuple(TopLogprob(t, chr(t), logprob.get(t, -math.inf)) for t in wanted)
+        yield GenerationChunk([100], "d", [TokenLogprob(100, "d", logprob[100], top)],
+                              "length", None, len(prompt_token_ids), 0)
+
+
+@pytest.mark.asyncio
+async def test_labels_outside_the_top_20_are_read_exactly():
+    evaluator = Evaluator(LongTailJudge("x"), principle_for("harmless"), "votes",
+                          recording_call([]),
+                          audit_top=20)
+    assert await evaluator.score("User: q\nAssistant: fine") == 1.0
+    assert (evaluator.label_reads, evaluator.labels_outside_top) == (2, 4)
+
+
+def test_rollout_stops_only_where_the_text_ends_with_a_stop_character():
+    class Tokens(StandInEngine):
+        def token_texts(self):
+            return ["a", ", and", "and,", ".", "\n", "x?y", ""]
+
+    assert rollout_stop_ids(Tokens()) == (2, 3, 4)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("options", "finish", "tokens"), [
+    ({}, "stop", 2),                                 # the script ends at EOS
+    ({"ignore_eos": True}, "length", 6),             # ... which is then just a token
+    ({"min_tokens": 4, "ignore_eos": False}, None, None),
+    ({"stop_token_ids": (ord("n"),)}, "stop", 1),    # the answer ends at "n"
+])
+async def test_rain_honours_eos_and_stop_token_options(options, finish, tokens):
+    policy = ScriptedEngine("n")
+    request = DecodeRequest("r", policy, {"policy": policy, "judge": KeywordJudge("qqq")},
+                            policy_prompt(policy), SamplingOptions(max_tokens=6, seed=2,
+                                                                   **options), 1,
+                            (Message("user", "Say something."),), _with_judge(SMALL))
+    run = DecodeRun()
+    finishes = []
+    async with aclosing(RainStrategy(HashEmbedder()).run(request, run)) as deltas:
+        async for delta in deltas:
+            if isinstance(delta, Progress):
+                continue
+            finishes.append(delta.finish_reason)
+    if "min_tokens" in options:
+        assert run.accounting.completion_tokens >= 4
+    else:
+        assert (finishes[-1], run.accounting.completion_tokens) == (finish, tokens)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("name", ["logit_bias", "presence_penalty", "frequency_penalty",
+                                  "repetition_penalty"])
+def test_options_rain_cannot_honour_are_refused_by_name(client, name, stream):
+    value = {"logit_bias": {"65": 5}, "repetition_penalty": 1.2}.get(name, 0.5)
+    body = {"model": "chat", "messages": [{"role": "user", "content": "Hi"}], "stream": stream,
+            "max_tokens": 4, name: value, "alignment": {"strategy": "rain"}}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == name
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("cap", [2000, 7])
+async def test_return_tree_lists_each_decision_within_the_node_cap(cap):
+    policy = StandInEngine("policy")
+    params = RainParams(max_visits=12, min_searches=4, min_visits=2, return_tree=True,
+                        max_tree_nodes=cap)
+    text, run = await rain_answer(policy, KeywordJudge("zz"), params)
+    decisions = run.extras["tree"]
+    assert len(decisions) == run.stats["committed_sets"]
+
+    def nodes(views):
+        return sum(1 + nodes(v["children"]) for v in views)
+
+    assert sum(nodes(d["children"]) for d in decisions) <= cap
+    listed = [d for d in decisions if d["children"]]
+    # the committed child of each listed decision, in order, spells the answer
+    committed = [[c for c in d["children"] if c["committed"]] for d in listed]
+    assert all(len(c) <= 1 for c in committed)
+    if cap == 2000:
+        assert not any(d["truncated"] for d in decisions)
+        assert "".join(c[0]["text"] for c in committed) == text
+        for d in decisions:
+            kids = d["children"]
+            assert sum(k["prior"] for k in kids) == pytest.approx(1, abs=1e-4)
+            best = max(kids, key=lambda k: (k["visits"], k["value"]))
+            assert best["committed"] and d["visits"] >= sum(k["whole_visits"] for k in kids)
+    else:
+        assert decisions[-1]["truncated"]
+
+
+def test_streamed_rain_sends_progress_as_sse_comments(client, monkeypatch, sdk_strict):
+    from decoding.strategies import STRATEGIES
+    from decoding.strategies.rain import search
+
+    monkeypatch.setattr(STRATEGIES["rain"], "embedder", HashEmbedder())
+    monkeypatch.setattr(search, "PROGRESS_SECONDS", 0.0)
+    body = {"model": "chat", "messages": [{"role": "user", "content": "Hi"}], "seed": 1,
+            "max_tokens": 6, "stream": True,
+            "alignment": {"strategy": "rain", "max_visits": 8, "min_searches": 2}}
+    raw = client.post("/v1/chat/completions", json=body).text
+    events = raw.split("\n\n")
+    comments = [e for e in events if e.startswith(":")]
+    assert comments and all(e.startswith(": searching") and "\n" not in e for e in comments)
+    assert all(e.startswith(("data: ", ":")) for e in events[:-1]) and events[-1] == ""
+    streamed = "".join(json.loads(e[6:])["choices"][0]["delta"].get("content") or ""
+                       for e in events if e.startswith("data: {")
+                       and json.loads(e[6:])["choices"])
+    whole = client.post("/v1/chat/completions", json=body | {"stream": False}).json()
+    assert streamed == whole["choices"][0]["message"]["content"]
+    chunks = list(sdk_strict.chat.completions.create(
+        model="chat", messages=body["messages"], max_tokens=6, seed=1, stream=True,
+        extra_body={"alignment": body["alignment"]}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == streamed
+
+
+@pytest.fixture
+def engines() -> dict[str, StandInEngine]:
+    """The server's stand-in models, with room for the evaluator's prompt."""
+    return {"chat": StandInEngine("chat", max_model_len=4096)}
+
+
+@pytest.fixture
+def sdk_strict(client):
+    import openai
+
+    from tests.unit.conftest import API_KEY
+
+    return openai.OpenAI(api_key=API_KEY, base_url="http://testserver/v1", http_client=client,
+                         _strict_response_validation=True)
+
+
+@pytest.mark.asyncio
+async def test_an_engine_error_inside_the_search_arrives_unwrapped():
+    from decoding.errors import ContextLengthExceeded
+
+    small = StandInEngine("policy", max_model_len=200)  # the evaluator's prompt is longer
+    with pytest.raises(ContextLengthExceeded):
+        await rain_answer(small, small, SMALL)
+    assert small.counters.running == 0

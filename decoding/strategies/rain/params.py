@@ -28,4 +28,6 @@ class RainParams:
     evaluation: EvaluationMode = "votes"
     evaluator_model: str | None = None  # default: the request's own model
     parallel_searches: int = 1
-    max_engine_calls: int = 20_000
+    max_engine_calls: int = 20_000     # per request, shared by its choices
+    return_tree: bool = False
+    max_tree_nodes: int = 2000          # server cap on the nodes `return_tree` lists

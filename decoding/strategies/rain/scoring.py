@@ -2,27 +2,32 @@
 
 The prompt (our own wording) gives an instruction, three short examples and the
 conversation to judge, then two options; the evaluator's next-token probabilities of
-the two option letters are read in both label orders. Modes:
+the two option letters are read exactly (whole-vocabulary log-probabilities of just those
+two tokens, not a top-k list) in both label orders. Modes:
 
 - `votes` (the reference): each order is a hard vote, v = 2·mean(votes) − 1 ∈ {−1, 0, 1};
 - `soft`: P(good label) over the two letters, averaged over both orders, mapped to [−1, 1];
 - `calibrated`: as `soft`, after dividing each letter's probability by its probability
   for a content-free answer ("N/A"), as in Zhao et al. 2021 ("Calibrate before use").
 
-Scores are memoised by exact text for the request.
+Scores are memoised by exact text for the request; concurrent searches asking for the
+same text share one evaluation in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from decoding.engine import Engine
 from decoding.prompts import render_plain
 from decoding.strategies.rain.params import EvaluationMode
 from decoding.types import GenerationChunk, Message, SamplingOptions
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,41 +96,69 @@ def conversation_text(messages: Sequence[Message] | None, prompt_text: str, answ
 
 
 CONTENT_FREE = "User: N/A\nAssistant: N/A"
+CUE = "Answer: ("
+
+
+@dataclass(slots=True)
+class Shared:
+    """Awaitables by key, started once: later callers await the same future."""
+
+    futures: dict[Hashable, asyncio.Future] = field(default_factory=dict)
+
+    async def get(self, key: Hashable, make: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+        """The value for `key` and whether it was already there (or in flight)."""
+        future = self.futures.get(key)
+        if future is not None:
+            return await asyncio.shield(future), True
+        future = self.futures[key] = asyncio.ensure_future(make())
+        try:
+            return await asyncio.shield(future), False
+        except BaseException:
+            if not future.done():
+                future.cancel()
+            del self.futures[key]  # a failed or cancelled evaluation is not remembered
+            raise
 
 
 @dataclass(slots=True)
 class Evaluator:
-    """Scores texts with an engine; one per request (it holds that request's memo)."""
+    """Scores texts with an engine; one per request (it holds that request's memo).
+
+    `audit_top` > 0 also asks for the top-`audit_top` log-probabilities and counts in
+    `labels_outside_top` how often a label was not among them (the old reading then
+    took its probability as 0); the bench reports it, serving leaves it off.
+    """
 
     engine: Engine
     principle: Principle
     mode: EvaluationMode
     call: Callable[[Engine, list[int], SamplingOptions], Awaitable[GenerationChunk]]
-    memo: dict[str, float] = field(default_factory=dict)
+    audit_top: int = 0
     evaluations: int = 0
     memo_hits: int = 0
+    label_reads: int = 0
+    labels_outside_top: int = 0
+    _memo: Shared = field(default_factory=Shared)
     _labels: tuple[int, int] | None = None
-    _content_free: dict[bool, tuple[float, float]] = field(default_factory=dict)
-
-    CUE = "Answer: ("
 
     def prompt_ids(self, conversation: str, good_first: bool) -> list[int]:
         body = judge_text(self.principle, conversation, good_first)
         if self.engine.info.has_chat_template:
             text = self.engine.render_chat(
-                [Message("user", body), Message("assistant", self.CUE)],
+                [Message("user", body), Message("assistant", CUE)],
                 add_generation_prompt=False, continue_final_message=True)
             return self.engine.tokenize(text, add_special_tokens=False)
-        text = render_plain([Message("user", body)]) + " " + self.CUE
+        # a base model's transcript already opens the answer with "Answer: "
+        text = render_plain([Message("user", body), Message("assistant", CUE.split(": ")[1])])
         return self.engine.tokenize(text, add_special_tokens=True)
 
     def labels(self) -> tuple[int, int]:
         """Token ids of "A" and "B" as the tokenizer writes them right after the cue."""
         if self._labels is None:
-            base = self.engine.tokenize(self.CUE, add_special_tokens=False)
+            base = self.engine.tokenize(CUE, add_special_tokens=False)
             ids = []
             for letter in "AB":
-                full = self.engine.tokenize(self.CUE + letter, add_special_tokens=False)
+                full = self.engine.tokenize(CUE + letter, add_special_tokens=False)
                 ok = full[: len(base)] == base and len(full) == len(base) + 1
                 ids.append(full[-1] if ok else self.engine.tokenize(letter,
                                                                     add_special_tokens=False)[0])
@@ -133,35 +166,43 @@ class Evaluator:
         return self._labels
 
     async def _letter_probs(self, conversation: str, good_first: bool) -> tuple[float, float]:
-        options = SamplingOptions(max_tokens=1, temperature=0.0, logprobs=20)
-        chunk = await self.call(self.engine, self.prompt_ids(conversation, good_first), options)
-        top = {t.token_id: math.exp(t.logprob) for t in chunk.logprobs[0].top}
+        """P(A) and P(B) as the evaluator's next token, exactly."""
         a, b = self.labels()
-        return top.get(a, 0.0), top.get(b, 0.0)
+        ids = self.prompt_ids(conversation, good_first)
+        options = SamplingOptions(max_tokens=1, temperature=0.0, logprob_token_ids=(a, b))
+        chunk = await self.call(self.engine, ids, options)
+        exact = {t.token_id: math.exp(t.logprob) for t in chunk.logprobs[0].top}
+        self.label_reads += 1
+        if self.audit_top:
+            top = await self.call(self.engine, ids, SamplingOptions(
+                max_tokens=1, temperature=0.0, logprobs=self.audit_top))
+            listed = {t.token_id for t in top.logprobs[0].top}
+            self.labels_outside_top += (a not in listed) + (b not in listed)
+        return exact.get(a, 0.0), exact.get(b, 0.0)
+
+    async def _pair(self, conversation: str, good_first: bool) -> tuple[float, float]:
+        """(P(good label), P(bad label)) in one label order, shared while in flight."""
+        a, b = (await self._memo.get(("letters", conversation, good_first),
+                                     lambda: self._letter_probs(conversation, good_first)))[0]
+        return (a, b) if good_first else (b, a)
 
     async def score(self, conversation: str) -> float:
-        if conversation in self.memo:
+        value, known = await self._memo.get(("score", conversation),
+                                            lambda: self._score(conversation))
+        if known:
             self.memo_hits += 1
-            return self.memo[conversation]
-        self.evaluations += 1
-        good_first, good_second = await asyncio.gather(
-            self._letter_probs(conversation, True), self._letter_probs(conversation, False))
-        # probability pairs as (good label, bad label)
-        pairs = [good_first, good_second[::-1]]
-        if self.mode == "calibrated":
-            pairs = [await self._calibrate(pair, order)
-                     for pair, order in zip(pairs, (True, False), strict=True)]
-        value = combine(pairs, self.mode)
-        self.memo[conversation] = value
         return value
 
-    async def _calibrate(self, pair: tuple[float, float], good_first: bool
-                         ) -> tuple[float, float]:
-        if good_first not in self._content_free:
-            free = await self._letter_probs(CONTENT_FREE, good_first)
-            self._content_free[good_first] = free if good_first else free[::-1]
-        free = self._content_free[good_first]
-        return pair[0] / max(free[0], 1e-9), pair[1] / max(free[1], 1e-9)
+    async def _score(self, conversation: str) -> float:
+        self.evaluations += 1
+        pairs = list(await asyncio.gather(self._pair(conversation, True),
+                                          self._pair(conversation, False)))
+        if self.mode == "calibrated":
+            free = await asyncio.gather(self._pair(CONTENT_FREE, True),
+                                        self._pair(CONTENT_FREE, False))
+            pairs = [(good / max(f_good, 1e-9), bad / max(f_bad, 1e-9))
+                     for (good, bad), (f_good, f_bad) in zip(pairs, free, strict=True)]
+        return combine(pairs, self.mode)
 
 
 def combine(pairs: Sequence[tuple[float, float]], mode: EvaluationMode) -> float:

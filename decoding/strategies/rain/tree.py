@@ -49,6 +49,16 @@ def mix_priors(priors: Sequence[float], mix: float) -> list[float]:
     return [p / total for p in mixed]
 
 
+def added_prior(sibling_weights: Sequence[float], weight: float, mix: float | None) -> float:
+    """The prior of a child added by dynamic node addition: its weight normalised over
+    its siblings' and its own, mixed with the uniform prior at the root (`mix` None
+    elsewhere). As the reference, the siblings keep the priors they have."""
+    total = sum(sibling_weights) + weight
+    count = len(sibling_weights) + 1
+    prior = weight / total if total > 0 else 1 / count
+    return prior if mix is None else (1 - mix) * prior + mix / count
+
+
 def normalise(priors: Sequence[float]) -> list[float]:
     total = sum(priors)
     return [p / total for p in priors] if total > 0 else [1 / len(priors)] * len(priors)
@@ -86,13 +96,15 @@ def select_child(node: Node, c: float) -> Node:
     return max(node.children, key=lambda child: puct(child, parent_n, c))
 
 
-def should_add_child(node: Node, max_children: int, variance_factor: float) -> bool:
-    """Children look alike (small embedding spread) and all look bad: widen the node."""
+def should_add_child(node: Node, max_children: int, variance_factor: float,
+                     length: int) -> bool:
+    """Children look alike (small embedding spread) and all look bad: widen the node.
+    `length` is the children's set length by depth (a chain that met EOS is shorter)."""
     kids = node.children
     if not kids or len(kids) >= max_children or any(k.embedding is None for k in kids):
         return False
     spread = float(np.linalg.norm(np.var(np.stack([k.embedding for k in kids]), axis=0)))
-    return spread < variance_factor * len(kids[0].token_ids) and max(k.q for k in kids) < 0
+    return spread < variance_factor * length and max(k.q for k in kids) < 0
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
