@@ -13,6 +13,7 @@ tokens; text is emitted as soon as no later stop string can cut it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
@@ -120,6 +121,12 @@ class NudgeState:
                 text = " " + text
         self.base.add_text(text)
 
+    def nudge_tokens(self, nudge: str) -> int:
+        """The nudger's tokens for a nudge taken from this round's chunk."""
+        count = whole_tokens(self.chunk.texts, len(nudge)) if self.chunk else None
+        return count if count is not None else len(
+            self.nudger.engine.tokenize(nudge, add_special_tokens=False))
+
     def nudger_text(self, text: str) -> int:
         """Give the nudger new answer text; how many of its tokens that is. While the
         text goes on along the nudger's own chunk (on its token boundaries), the ledger
@@ -214,68 +221,67 @@ class NudgingStrategy:
 
     async def _round(self, state: NudgeState, params: NudgingParams, options: SamplingOptions,
                      accounting: TokenAccounting) -> None:
-        chunk = await self._nudger_chunk(state, params, options, accounting)
-        state.chunk, state.chunk_chars = chunk, 0
+        """One round. The nudger's chunk is decoded in the background: the base is asked
+        about each word boundary as soon as the words before it are written, and writes
+        its stretch while the chunk is finished; the chunk's EOS check comes last, so
+        nothing is kept before it."""
+        feed = ChunkFeed(state, params, options, accounting)
+        try:
+            await self._round_with(state, params, options, accounting, feed)
+        finally:
+            await feed.cancel()
+
+    async def _round_with(self, state: NudgeState, params: NudgingParams,
+                          options: SamplingOptions, accounting: TokenAccounting,
+                          feed: ChunkFeed) -> None:
+        state.chunk, state.chunk_chars = feed.chunk, 0
+        sampling = _base_options(state, params, options)
+        boundary = 0
+        fed = 0  # characters of the chunk the base's ledger holds
+        stream: AsyncIterator[tuple[int, TokenLogprob]] | None = None
+        takeover: tuple[int, TokenLogprob] | None = None
+        while takeover is None:
+            words = await feed.words(boundary + 1)
+            if boundary + 1 >= len(words.words):
+                break  # the chunk is complete and has no further word boundary
+            boundary += 1
+            state.base_text(words.prefix(boundary)[fed:])
+            fed = len(words.prefix(boundary))
+            stream = state.base.tokens(sampling, state.rid("b", boundary), accounting)
+            token_id, entry = await anext(stream)
+            candidate = (await feed.words(boundary + 1)).candidate(boundary)
+            if candidate == " " or token_id in state.base.engine.info.eos_token_ids:
+                await stream.aclose()
+                if candidate == " ":  # a double space: no word to compare
+                    continue
+                break  # the base would end the answer here: the nudger is asked again
+            if base_takes_over(candidate, entry.token, entry.top[0].logprob, params.gamma):
+                takeover = token_id, entry
+            else:
+                await stream.aclose()
+        taken = boundary if takeover is not None else max(boundary, 1)
+        nudge = (await feed.words(taken)).prefix(taken)
+        stretch: Stretch | None = None
+        if takeover is not None and stream is not None:
+            if not state.guard.exhausted(nudge):
+                async with aclosing(stream):
+                    stretch = await self._base_stretch(state, params, nudge, takeover, stream)
+            else:
+                await stream.aclose()
+        elif nudge:
+            state.guard.exhausted(nudge)
+        chunk = await feed.complete()
         if chunk.eos:  # the reference appends the nudger's whole chunk and stops
             self._take_nudge(state, chunk.text, len(chunk.text.split()))
             state.ended("stop", "nudger_eos")
             return
-        words = ChunkWords.split(chunk.text)
-        sampling = _base_options(state, params, options)
-        taken = 0 if len(words.words) > 1 else 1  # one word: taken, the base is not asked
-        fed = 0  # characters of the chunk the base's ledger holds
-        stream: AsyncIterator[tuple[int, TokenLogprob]] | None = None
-        takeover: tuple[int, TokenLogprob] | None = None
-        while takeover is None and taken < len(words.words) - 1:
-            taken += 1
-            if words.candidate(taken) == " ":  # a double space: no word to compare
-                continue
-            state.base_text(words.prefix(taken)[fed:])
-            fed = len(words.prefix(taken))
-            stream = state.base.tokens(sampling, state.rid("b", taken), accounting)
-            token_id, entry = await anext(stream)
-            if token_id in state.base.engine.info.eos_token_ids:
-                await stream.aclose()
-                break  # the base would end the answer here: the nudger is asked again
-            if base_takes_over(words.candidate(taken), entry.token, entry.top[0].logprob,
-                               params.gamma):
-                takeover = token_id, entry
-            else:
-                await stream.aclose()
-        nudge = words.prefix(taken)
-        if not nudge or state.guard.exhausted(nudge):
-            if stream is not None:
-                await stream.aclose()
+        if not nudge or state.guard.repeats >= state.guard.limit:
             state.ended("stop", "repeated_nudge" if nudge else "nudger_empty")
             return
         self._take_nudge(state, nudge, taken)
         state.base_text(nudge[fed:])
-        if takeover is not None and stream is not None:
-            async with aclosing(stream):
-                await self._base_stretch(state, params, takeover, stream)
-
-    async def _nudger_chunk(self, state: NudgeState, params: NudgingParams,
-                            options: SamplingOptions, accounting: TokenAccounting) -> Chunk:
-        """The nudger's next `chunk_tokens` tokens (fewer at EOS or the end of the budget)."""
-        sampling = replace(
-            options, max_tokens=min(params.chunk_tokens, state.room),
-            temperature=_pick(params.nudger_temperature, options.temperature),
-            top_p=_pick(params.nudger_top_p, options.top_p), logprobs=0, stop=(),
-            seed=derive_seed(state.seed, "nudger", state.rounds),
-            logit_bias=())  # the bias names base token ids
-        chunk = Chunk()
-        eos_ids = state.nudger.engine.info.eos_token_ids
-        tokens = state.nudger.tokens(sampling, state.rid("n"), accounting)
-        async with aclosing(tokens) as stream:
-            async for token_id, entry in stream:
-                if token_id in eos_ids:
-                    chunk.eos = True
-                    break
-                chunk.ids.append(token_id)
-                chunk.texts.append(entry.token)
-            else:
-                chunk.eos = state.nudger.finish == "stop"
-        return chunk
+        if stretch is not None:
+            self._keep_stretch(state, stretch)
 
     def _take_nudge(self, state: NudgeState, nudge: str, words: int) -> None:
         """The nudge joins the answer (the nudger's ledger keeps its own tokens for it)."""
@@ -284,15 +290,16 @@ class NudgingStrategy:
             state.nudged_words += words
             state.answer.add("nudger", nudge, count)
 
-    async def _base_stretch(self, state: NudgeState, params: NudgingParams,
+    async def _base_stretch(self, state: NudgeState, params: NudgingParams, nudge: str,
                             takeover: tuple[int, TokenLogprob],
-                            stream: AsyncIterator[tuple[int, TokenLogprob]]) -> None:
-        """The base writes on from its take-over token (see `Stretch`), and also stops
-        at EOS or where it starts a new `Question:` turn."""
-        stretch = Stretch(state.answer.text, params.chunk_tokens, state.room,
+                            stream: AsyncIterator[tuple[int, TokenLogprob]]) -> Stretch:
+        """The base writes on after `nudge` from its take-over token (see `Stretch`), and
+        also stops at EOS or where it starts a new `Question:` turn."""
+        room = state.room - state.nudge_tokens(nudge)
+        stretch = Stretch(state.answer.text + nudge, params.chunk_tokens, room,
                           [takeover[0]], [takeover[1].token])
         eos_ids = state.base.engine.info.eos_token_ids
-        reading = state.room > 1
+        reading = room > 1
         while reading:
             try:
                 token_id, entry = await anext(stream)
@@ -308,14 +315,14 @@ class NudgingStrategy:
                                      PLAIN_STOP) is not None:
                 stretch.close_part()  # the base starts a new turn: its answer is over
                 break
-        self._keep_stretch(state, stretch.ids[:max(0, state.room)], stretch.texts,
-                           stretch.rejected)
+        del stretch.ids[max(0, room):]
+        return stretch
 
-    def _keep_stretch(self, state: NudgeState, ids: list[int], texts: list[str],
-                      rejected: str | None) -> None:
+    def _keep_stretch(self, state: NudgeState, stretch: Stretch) -> None:
         """Keep the stretch up to a boundary both tokenizers see alike, and before any
         new turn the base began."""
-        keep = keep_whole_words(state.answer.text, texts[:len(ids)], rejected)
+        ids, texts = stretch.ids, stretch.texts[:len(stretch.ids)]
+        keep = keep_whole_words(state.answer.text, texts, stretch.rejected)
         cut = find_stop("".join(texts[:keep]), PLAIN_STOP)
         if cut is not None:
             keep = tokens_before(texts, cut)
@@ -326,6 +333,62 @@ class NudgingStrategy:
         state.answer.add("base", run, keep)
         state.base.ids += ids[:keep]
         state.nudger_text(run)
+
+
+class ChunkFeed:
+    """The nudger's chunk (`chunk_tokens` tokens, fewer at EOS or the end of the
+    budget), decoded by a task of its own so the base can work meanwhile."""
+
+    def __init__(self, state: NudgeState, params: NudgingParams, options: SamplingOptions,
+                 accounting: TokenAccounting) -> None:
+        sampling = replace(
+            options, max_tokens=min(params.chunk_tokens, state.room),
+            temperature=_pick(params.nudger_temperature, options.temperature),
+            top_p=_pick(params.nudger_top_p, options.top_p), logprobs=0, stop=(),
+            seed=derive_seed(state.seed, "nudger", state.rounds),
+            logit_bias=())  # the bias names base token ids
+        self.chunk = Chunk()
+        self._ledger = state.nudger
+        self._grew = asyncio.Event()
+        self._task = asyncio.create_task(self._decode(
+            state.nudger.tokens(sampling, state.rid("n"), accounting)))
+
+    async def _decode(self, tokens: AsyncIterator[tuple[int, TokenLogprob]]) -> None:
+        eos_ids = self._ledger.engine.info.eos_token_ids
+        try:
+            async with aclosing(tokens) as stream:
+                async for token_id, entry in stream:
+                    if token_id in eos_ids:
+                        self.chunk.eos = True
+                        break
+                    self.chunk.ids.append(token_id)
+                    self.chunk.texts.append(entry.token)
+                    self._grew.set()
+                else:
+                    self.chunk.eos = self._ledger.finish == "stop"
+        finally:
+            self._grew.set()
+
+    async def words(self, complete: int) -> ChunkWords:
+        """The chunk's words once its first `complete` words are final (a later word
+        has begun) or the chunk is done."""
+        while True:
+            words = ChunkWords.split(self.chunk.text)
+            if self._task.done() or len(words.words) > complete:
+                if self._task.done():
+                    self._task.result()  # the nudger's engine failed: say so
+                return words
+            self._grew.clear()
+            await self._grew.wait()
+
+    async def complete(self) -> Chunk:
+        await self._task
+        return self.chunk
+
+    async def cancel(self) -> None:
+        if not self._task.done():
+            self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
 
 
 def _base_options(state: NudgeState, params: NudgingParams,
