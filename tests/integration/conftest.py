@@ -6,6 +6,7 @@ made it, so a test session talks HTTP to it); both servers start side by side.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,8 +69,11 @@ def launched(tmp_path_factory, weights, tiny_llama) -> Iterator[dict[str, Launch
 
 
 @pytest.fixture(scope="session")
-def server_url(launched) -> str:
-    return launched["ours"].url
+def server_url(request) -> str:
+    """Our server; `ALIGN_TEST_SERVER_URL` points the tests that need only it at one
+    already running with the default models (a quicker loop while developing)."""
+    url = os.environ.get("ALIGN_TEST_SERVER_URL")
+    return url or request.getfixturevalue("launched")["ours"].url
 
 
 @pytest.fixture(scope="session")

@@ -30,16 +30,24 @@ def nudged(sdk, gamma, max_tokens=48, **alignment):
 
 
 def test_gamma_one_is_the_nudgers_own_greedy_answer(sdk):
-    reply = nudged(sdk, 1.0)
-    alone = sdk.chat.completions.create(model=SMOL, messages=MESSAGES, max_tokens=48,
+    """γ = 1: the base is never certain, so it takes over only where its next token
+    starts the nudger's next word, and then keeps at most that (whole) word: the text
+    is the nudger's own greedy answer (its ledger keeps its own tokens throughout)."""
+    reply = nudged(sdk, 1.0, max_tokens=64)
+    alone = sdk.chat.completions.create(model=SMOL, messages=MESSAGES, max_tokens=64,
                                         temperature=0)
-    assert reply.choices[0].message.content == alone.choices[0].message.content
+    text, own = reply.choices[0].message.content, alone.choices[0].message.content
+    shorter = min(len(text), len(own))
+    assert text[:shorter] == own[:shorter] and shorter > 40
     info = reply.model_extra["alignment"]
-    assert info["stats"]["nudge_ratio"] == 1.0
-    assert {s["source"] for s in info["spans"]} == {"nudger"}
+    for span in info["spans"]:  # the base only ever adds a word the nudger wrote
+        if span["source"] == "base":
+            assert span["text"] in own
 
 
 def test_gamma_zero_is_one_word_then_the_base_alone(sdk):
+    """γ = 0: the base is always certain, so it takes over at the first word boundary
+    and writes on as its own greedy continuation until it ends its turn."""
     reply = nudged(sdk, 0.0)
     spans = reply.model_extra["alignment"]["spans"]
     stats = reply.model_extra["alignment"]["stats"]
@@ -63,17 +71,38 @@ def test_spans_streaming_and_word_boundaries(sdk, gamma):
     assert "".join(s["text"] for s in spans) == content
     assert {s["source"] for s in spans} == {"base", "nudger"}, spans
     for before, after in itertools.pairwise(spans):
-        if before["source"] == "base":  # the base hands back only at a word boundary
+        if before["source"] == "base":  # the base hands back at a space or punctuation
             assert not (before["text"][-1].isalnum() and after["text"][0].isalnum()), spans
     stats = info["stats"]
     assert 0 < stats["nudge_ratio"] < 1
     assert stats["nudged_tokens"] + stats["base_tokens_kept"] == reply.usage.completion_tokens
-    assert 0 < stats["prefix_cache_hit_rate"]["base"] <= 1  # the ledger is reused
+    assert stats["engine_generated_tokens"]["base"] >= stats["base_tokens_kept"]
+    assert 0 < stats["prefix_cache_hit_rate"]["nudger"] <= stats["prefix_cache_hit_ceiling"][
+        "nudger"]
 
     chunks = list(sdk.chat.completions.create(
         model=GEMMA, messages=MESSAGES, max_tokens=64, stream=True,
         extra_body={"alignment": {"strategy": "nudging", "gamma": gamma}}))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == content
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "assistant", "content": "Hello there."}],
+    [{"role": "system", "content": "Be brief."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "assistant", "content": "Hi"}]])
+def test_a_conversation_without_a_question_is_a_400(sdk, messages):
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.chat.completions.create(model=GEMMA, messages=messages, max_tokens=8,
+                                    extra_body={"alignment": {"strategy": "nudging"}})
+    assert info.value.body["param"] == "messages"
+
+
+def test_token_level_options_are_400s(sdk):
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.chat.completions.create(
+            model=GEMMA, messages=MESSAGES, max_tokens=8,
+            extra_body={"min_tokens": 4, "alignment": {"strategy": "nudging"}})
+    assert info.value.body["param"] == "min_tokens"
 
 
 def test_unknown_nudging_model(sdk):
