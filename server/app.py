@@ -13,7 +13,7 @@ from decoding.engine import Engine
 from server.admission import Admission
 from server.config import Settings
 from server.deps import require_api_key
-from server.engines import start_engines, stop_engines
+from server.engines import start_engines, stop_engines, warm_up
 from server.errors import APIError, error_json, install_error_handlers
 from server.metrics import Metrics
 from server.routers import chat, completions, health, metrics, models
@@ -26,6 +26,12 @@ def build_app(settings: Settings, engines: Mapping[str, Engine] | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = engines is None
         served = await start_engines(settings) if owned else dict(engines)
+        if owned:
+            try:
+                await warm_up(served)
+            except BaseException:
+                await stop_engines(served)
+                raise
         app.state.engines = served
         app.state.metrics = Metrics(served)
         app.state.admission = Admission(settings.max_concurrent_requests)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
+from contextlib import aclosing
 from pathlib import Path
 
 from decoding.cpu_cores import spread_cores
 from decoding.engine import Engine
 from decoding.errors import ModelUnavailable
 from decoding.remote_engine import RemoteConfig, RemoteEngine
+from decoding.types import SamplingOptions
 from decoding.weights import resolve_weights
 from server.config import Settings
 
@@ -69,6 +72,28 @@ async def start_engines(settings: Settings) -> dict[str, Engine]:
         await stop_engines(engines)
         raise
     return engines
+
+
+async def warm_up(engines: dict[str, Engine]) -> None:
+    """Pay now what a first request would otherwise pay: each engine's per-token texts
+    (a 262k vocabulary takes seconds), its first decoding steps and its first
+    streaming-input session, before `/health` says ok."""
+    for model_id, engine in engines.items():
+        start = time.monotonic()
+        await asyncio.to_thread(engine.token_texts)
+        prompt = engine.tokenize("Hello", add_special_tokens=True)
+        options = SamplingOptions(max_tokens=2, temperature=0, logprobs=1)
+        async with aclosing(engine.generate(prompt, options, f"warm-up-{model_id}")) as chunks:
+            async for _ in chunks:
+                pass
+        session = engine.open_session(f"warm-up-session-{model_id}")
+        if session is not None:
+            try:
+                for _ in range(2):
+                    prompt = (await session.step(prompt, options)).token_ids
+            finally:
+                await session.close()
+        logger.info("engine %s warmed up in %.1f s", model_id, time.monotonic() - start)
 
 
 async def stop_engines(engines: dict[str, Engine]) -> None:
