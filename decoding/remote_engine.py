@@ -17,6 +17,7 @@ import httpx
 from decoding.engine import ModelInfo, ModelRole
 from decoding.errors import EngineUnavailable, InvalidRequest, ModelUnavailable
 from decoding.hf_tokenizer import HFTokenizerText
+from decoding.seeds import engine_seed
 from decoding.types import (
     EngineCounters,
     GenerationChunk,
@@ -79,7 +80,7 @@ class RemoteEngine(HFTokenizerText):
             "model": self.config.remote_model, "prompt": list(prompt_token_ids),
             "max_tokens": options.max_tokens, "temperature": options.temperature,
             "top_p": options.top_p, "top_k": options.top_k or -1, "min_p": options.min_p,
-            "seed": options.seed, "stop": list(options.stop) or None,
+            "seed": engine_seed(options.seed), "stop": list(options.stop) or None,
             "stop_token_ids": list(options.stop_token_ids) or None,
             "ignore_eos": options.ignore_eos, "min_tokens": options.min_tokens,
             "presence_penalty": options.presence_penalty,

@@ -22,6 +22,7 @@ from vllm.v1.engine.exceptions import EngineDeadError
 from decoding.engine import ModelInfo, ModelRole
 from decoding.errors import EngineUnavailable, InvalidRequest
 from decoding.hf_tokenizer import HFTokenizerText
+from decoding.seeds import engine_seed
 from decoding.types import (
     EngineCounters,
     GenerationChunk,
@@ -98,7 +99,8 @@ class VllmEngine(HFTokenizerText):
     async def generate(
         self, prompt_token_ids: Sequence[int], options: SamplingOptions, request_id: str
     ) -> AsyncIterator[GenerationChunk]:
-        params = _sampling_params(options)
+        with self._errors():  # SamplingParams validates too: its ValueError is a 400
+            params = _sampling_params(options)
         finished = False
         first = True
         self.counters.running += 1
@@ -179,7 +181,8 @@ class VllmSession:
     async def step(self, new_token_ids: Sequence[int], options: SamplingOptions
                    ) -> GenerationChunk:
         if self._params is None or self._params[0] is not options:  # built once per run
-            self._params = options, _sampling_params(replace(options, max_tokens=1))
+            with self._engine._errors():
+                self._params = options, _sampling_params(replace(options, max_tokens=1))
         params = self._params[1]
         self._inputs.put_nowait(StreamingInput(TokensPrompt(prompt_token_ids=list(
             new_token_ids)), params))
@@ -238,7 +241,7 @@ def _sampling_params(options: SamplingOptions) -> SamplingParams:
         top_p=options.top_p,
         top_k=options.top_k,
         min_p=options.min_p,
-        seed=options.seed,
+        seed=engine_seed(options.seed),
         stop=list(options.stop) or None,
         stop_token_ids=list(options.stop_token_ids) or None,
         ignore_eos=options.ignore_eos,

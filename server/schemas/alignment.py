@@ -17,6 +17,7 @@ from decoding.engine import Engine
 from decoding.strategies import STRATEGIES, NudgingParams, RainParams, VanillaParams
 from server.config import Settings
 from server.errors import APIError, validation_error
+from server.schemas.fields import Text
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +30,9 @@ class AlignmentContext:
 
 
 class StrategyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Strict: `"max_visits": true` is a 400, not a run with 1 visit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     def to_decoding(self, context: AlignmentContext) -> Any:
         raise NotImplementedError
@@ -95,7 +98,7 @@ class RainAlignment(StrategyParams):
     root_prior_mix: float = Field(0.25, ge=0.0, le=1.0)
     token_set_lengths: list[int] = Field([1, 2, 4, 10], min_length=1, max_length=16)
     rollout_max_tokens: int = Field(64, ge=1)
-    principle: str = Field("harmless", min_length=1, max_length=4000,
+    principle: Text = Field("harmless", min_length=1, max_length=4000,
                            description='"harmless", "helpful", "honest" or a criterion')
     evaluation: Literal["votes", "soft", "calibrated"] = "votes"
     evaluator_model: str | None = Field(None, description="served model; default: own")

@@ -7,21 +7,22 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.schemas.common import AlignmentInfo, SamplingRequest, Usage
+from server.schemas.fields import Text
 
 
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
+    content: Text | list[TextPart]
+    name: Text | None = None
 
     def text(self) -> str:
         if isinstance(self.content, str):

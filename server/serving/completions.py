@@ -31,8 +31,6 @@ def prepare_completion(body: CompletionRequest, engines: Mapping[str, Engine], m
     check_n(body, settings.max_n)
     if body.suffix is not None:
         raise APIError(400, "suffix is not supported.", param="suffix")
-    if body.best_of is not None and body.best_of != body.n:
-        raise APIError(400, "best_of other than n is not supported.", param="best_of")
     if body.echo and body.logprobs is not None:
         raise APIError(400, "echo together with logprobs is not supported.", param="echo")
     prompts = _prompt_ids(engine, body.prompt)
