@@ -17,6 +17,7 @@ from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.middleware import BodySizeLimit, ErrorBoundary
 from server.routers import chat, completions, health, metrics, models
+from server.selection import Capabilities
 
 
 def build_app(settings: Settings, engines: Mapping[str, Engine] | None = None) -> FastAPI:
@@ -28,6 +29,7 @@ def build_app(settings: Settings, engines: Mapping[str, Engine] | None = None) -
         served = await start_engines(settings) if owned else dict(engines)
         app.state.engines = served
         app.state.metrics = Metrics(served)
+        app.state.capabilities = Capabilities.of(served, settings)
         app.state.admission = Admission(settings.max_concurrent_requests)
         app.state.started = int(time.time())
         try:

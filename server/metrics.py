@@ -26,11 +26,16 @@ class Metrics:
                                      ["strategy"], registry=self.registry)
         self.completion_tokens = Counter("align_completion_tokens", "Tokens returned",
                                          ["strategy"], registry=self.registry)
+        self.selections = Counter("align_strategy_selections",
+                                  "Generation requests by where the strategy was named "
+                                  "(body, header, alias, default)",
+                                  ["strategy", "source"], registry=self.registry)
         self.registry.register(_EngineCollector(engines))
 
-    def record_request(self, *, endpoint: str, strategy: str, status: str, seconds: float,
-                       prompt_tokens: int, completion_tokens: int) -> None:
+    def record_request(self, *, endpoint: str, strategy: str, selected_by: str, status: str,
+                       seconds: float, prompt_tokens: int, completion_tokens: int) -> None:
         self.requests.labels(endpoint, strategy, status).inc()
+        self.selections.labels(strategy, selected_by).inc()
         self.latency.labels(strategy).observe(seconds)
         self.prompt_tokens.labels(strategy).inc(prompt_tokens)
         self.completion_tokens.labels(strategy).inc(completion_tokens)

@@ -27,6 +27,26 @@ class AlignmentContext:
     model: str
     engines: Mapping[str, Engine]
     settings: Settings
+    judges: frozenset[str] | None = None  # models that can be RAIN's evaluator; None: all
+
+
+def nudger_problem(name: str | None, model: str, engines: Mapping[str, Engine]
+                   ) -> APIError | None:
+    """Why `name` cannot nudge `model` (as the error to raise), or None when it can."""
+    param = "alignment.nudging_model"
+    if name is None:
+        return APIError(400, "No nudging model configured; set alignment.nudging_model.",
+                        param=param)
+    if name not in engines:
+        return APIError(404, f"The nudging model {name!r} is not served; see /v1/models.",
+                        param=param, code="model_not_found")
+    if name == model:
+        return APIError(400, f"The nudging model must differ from the base model ({name!r}).",
+                        param=param)
+    if not engines[name].info.has_chat_template:
+        return APIError(400, f"The nudging model {name!r} is not a chat model (it has no "
+                        "chat template).", param=param)
+    return None
 
 
 class StrategyParams(BaseModel):
@@ -63,19 +83,8 @@ class NudgingAlignment(StrategyParams):
 
     def to_decoding(self, context: AlignmentContext) -> NudgingParams:
         name = self.nudging_model or context.settings.default_nudging_model
-        param = "alignment.nudging_model"
-        if name is None:
-            raise APIError(400, "No nudging model configured; set alignment.nudging_model.",
-                           param=param)
-        if name not in context.engines:
-            raise APIError(404, f"The nudging model {name!r} is not served; see /v1/models.",
-                           param=param, code="model_not_found")
-        if name == context.model:
-            raise APIError(400, f"The nudging model must differ from the base model ({name!r}).",
-                           param=param)
-        if not context.engines[name].info.has_chat_template:
-            raise APIError(400, f"The nudging model {name!r} is not a chat model (it has no "
-                           "chat template).", param=param)
+        if problem := nudger_problem(name, context.model, context.engines):
+            raise problem
         return NudgingParams(**self.model_dump(exclude={"strategy", "nudging_model"}),
                              nudging_model=name)
 
@@ -122,6 +131,11 @@ class RainAlignment(StrategyParams):
         if self.evaluator_model is not None and self.evaluator_model not in context.engines:
             raise APIError(404, f"The evaluator model {self.evaluator_model!r} is not served.",
                            param="alignment.evaluator_model", code="model_not_found")
+        judge = self.evaluator_model or context.model
+        if context.judges is not None and judge not in context.judges:
+            raise APIError(400, f"The model {judge!r} cannot be RAIN's evaluator (it cannot "
+                           "render the evaluator prompt); name another served model in "
+                           "alignment.evaluator_model.", param="alignment.evaluator_model")
         fields = self.model_dump(exclude={"strategy", "token_set_lengths", "max_engine_calls"})
         return RainParams(**fields, token_set_lengths=tuple(self.token_set_lengths),
                           max_engine_calls=self.max_engine_calls or limits.rain_max_engine_calls)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,4 +72,6 @@ class AlignmentInfo(BaseModel):
     model_config = ConfigDict(extra="allow")  # strategy extras, e.g. nudging's `spans`
 
     strategy: str
+    selected_by: Literal["body", "header", "alias", "default"] = Field(
+        description="where the strategy was named: body, X-Alignment header, model alias")
     stats: dict[str, Any] = Field(default_factory=dict)

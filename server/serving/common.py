@@ -21,9 +21,27 @@ from server.errors import APIError
 from server.metrics import Metrics
 from server.schemas.alignment import Alignment, AlignmentContext, parse_alignment
 from server.schemas.common import AlignmentInfo, PromptTokensDetails, SamplingRequest, Usage
+from server.selection import Capabilities, Selection, Source, select
 from server.streaming import sse
 
 T = TypeVar("T")
+#: Response header naming the strategy that ran (for clients behind body-stripping gateways).
+STRATEGY_HEADER = "X-Alignment-Strategy"
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What every request may use: the engines, what they can do, the server's state."""
+
+    engines: Mapping[str, Engine]
+    capabilities: Capabilities
+    metrics: Metrics
+    settings: Settings
+
+    def select(self, body: SamplingRequest, header: str | None) -> tuple[Selection, Engine]:
+        """The strategy's source and the engine of the (alias-resolved) model."""
+        selection = select(body.model, body.alignment, header, self.engines)
+        return selection, lookup_engine(self.engines, selection.model)
 
 
 def lookup_engine(engines: Mapping[str, Engine], model: str) -> Engine:
@@ -84,6 +102,7 @@ class Decoding:
     request_id: str
     model: str
     alignment: Alignment
+    selected_by: Source
     requests: list[DecodeRequest]
     metrics: Metrics
     endpoint: str
@@ -94,13 +113,14 @@ class Decoding:
     release: Callable[[], None] = lambda: None  # set by the admission gate
 
     @classmethod
-    def prepare(cls, *, prefix: str, endpoint: str, engine: Engine,
-                engines: Mapping[str, Engine], body: SamplingRequest,
-                prompts: Sequence[list[int]], options: SamplingOptions,
-                messages: tuple[Message, ...] | None, metrics: Metrics,
-                settings: Settings) -> Decoding:
-        context = AlignmentContext(body.model, engines, settings)
-        alignment = parse_alignment(body.alignment, context)
+    def prepare(cls, *, prefix: str, endpoint: str, served: Served, selection: Selection,
+                body: SamplingRequest, prompts: Sequence[list[int]], options: SamplingOptions,
+                messages: tuple[Message, ...] | None) -> Decoding:
+        engines, settings = served.engines, served.settings
+        engine = engines[selection.model]
+        context = AlignmentContext(selection.model, engines, settings,
+                                   served.capabilities.judges)
+        alignment = parse_alignment(selection.alignment, context)
         strategy = STRATEGIES[alignment.strategy]
         if strategy.needs_messages and messages is None:
             raise APIError(400, f"The {strategy.name} strategy works on conversations: use "
@@ -116,8 +136,8 @@ class Decoding:
                           messages, alignment.params)
             for i, ids in enumerate(prompts)
         ]
-        return cls(request_id, body.model, alignment, requests, metrics, endpoint,
-                   deadline=settings.request_timeout or None)
+        return cls(request_id, body.model, alignment, selection.source, requests,
+                   served.metrics, endpoint, deadline=settings.request_timeout or None)
 
     async def deltas(self) -> AsyncIterator[TextDelta]:
         """All prompts' deltas; choice index = prompt index × n + the strategy's index."""
@@ -148,7 +168,8 @@ class Decoding:
             self.release()
             usage = self.usage()
             self.metrics.record_request(
-                endpoint=self.endpoint, strategy=self.alignment.strategy, status=status,
+                endpoint=self.endpoint, strategy=self.alignment.strategy,
+                selected_by=self.selected_by, status=status,
                 seconds=time.monotonic() - self.started,
                 prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
 
@@ -157,6 +178,11 @@ class Decoding:
         async for delta in self.deltas():
             choices[delta.index].add(delta)
         return choices
+
+    @property
+    def engine_model(self) -> str:
+        """The served model that decodes (the request may have named an alias)."""
+        return self.requests[0].engine.info.model_id
 
     def usage(self) -> Usage:
         prompt = sum(run.accounting.prompt_tokens or len(request.prompt_token_ids)
@@ -168,10 +194,11 @@ class Decoding:
                      prompt_tokens_details=PromptTokensDetails(cached_tokens=cached))
 
     def alignment_info(self) -> AlignmentInfo:
+        strategy, selected_by = self.alignment.strategy, self.selected_by
         if len(self.runs) == 1:
-            return AlignmentInfo(strategy=self.alignment.strategy, stats=self.runs[0].stats,
-                                 **self.runs[0].extras)
-        return AlignmentInfo(strategy=self.alignment.strategy,
+            return AlignmentInfo(strategy=strategy, selected_by=selected_by,
+                                 stats=self.runs[0].stats, **self.runs[0].extras)
+        return AlignmentInfo(strategy=strategy, selected_by=selected_by,
                              stats={"prompts": [run.stats for run in self.runs]})
 
 
