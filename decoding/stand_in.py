@@ -38,6 +38,7 @@ class StandInEngine:
         self.dead = False
         self.aborted: list[str] = []
         self.prompts: list[list[int]] = []
+        self.calls: list[tuple[str, SamplingOptions | None]] = []  # (request id, options)
 
     def tokenize(self, text: str, *, add_special_tokens: bool) -> list[int]:
         return ([BOS] if add_special_tokens else []) + list(text.encode())
@@ -69,6 +70,7 @@ class StandInEngine:
                        request_id: str) -> AsyncIterator[GenerationChunk]:
         if self.dead:
             raise EngineUnavailable("the stand-in engine is dead")
+        self.calls.append((request_id, options))
         prompt = list(prompt_token_ids)
         if len(prompt) + options.max_tokens > self.info.max_model_len:
             raise ContextLengthExceeded("prompt and max_tokens exceed the context")
@@ -109,6 +111,7 @@ class StandInEngine:
                 self.aborted.append(request_id)
 
     def open_session(self, request_id: str) -> StandInSession:
+        self.calls.append((request_id, None))
         return StandInSession(self, request_id)
 
     async def abort(self, request_ids: Sequence[str]) -> None:

@@ -15,7 +15,7 @@ from server.deps import require_api_key
 from server.engines import start_engines, stop_engines
 from server.errors import install_error_handlers
 from server.metrics import Metrics
-from server.middleware import BodySizeLimit, ErrorBoundary
+from server.middleware import BodySizeLimit, ErrorBoundary, RequestId
 from server.routers import chat, completions, health, metrics, models
 from server.selection import Capabilities
 
@@ -43,7 +43,8 @@ def build_app(settings: Settings, engines: Mapping[str, Engine] | None = None) -
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(ErrorBoundary)  # added last: it wraps the others
+    app.add_middleware(ErrorBoundary)
+    app.add_middleware(RequestId)  # outermost: even an error answer carries the id
     auth = [Depends(require_api_key)]
     for router in (chat.router, completions.router, models.router, metrics.router):
         app.include_router(router, dependencies=auth)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from server.config import ModelSpec, Settings
+from server.logs import configure_logging
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
@@ -51,8 +51,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings, prepare_only = parse_args(argv)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     from decoding.errors import ModelUnavailable
     from server.engines import prepare_models
 
@@ -67,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from server.app import build_app
 
         uvicorn.run(build_app(settings), host=settings.host, port=settings.port,
-                    log_level=settings.log_level, timeout_graceful_shutdown=30)
+                    log_level=settings.log_level, log_config=None,  # root's format
+                    timeout_graceful_shutdown=30)
     except ModelUnavailable as exc:
         sys.exit(f"align-serve: {exc.message}")

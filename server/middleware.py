@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import APIError, api_error, error_json
+from server.logs import accept_request_id, request_id
 
 
 class ErrorBoundary:
@@ -36,6 +37,33 @@ class ErrorBoundary:
             error = api_error(exc)  # logs what is not the client's fault
             if not started:
                 await error_json(error)(scope, receive, send)
+
+
+class RequestId:
+    """`X-Request-Id`: the client's (or a new one), echoed on the response and set as the
+    request's id for logging and engine request ids (as vLLM's server does)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"x-request-id")
+        rid = accept_request_id(given.decode("latin-1") if given is not None else None)
+        token = request_id.set(rid)
+
+        async def echoed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", ())
+                           if k.lower() != b"x-request-id"]
+                message = message | {"headers": [*headers, (b"x-request-id", rid.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, echoed)
+        finally:
+            request_id.reset(token)
 
 
 class BodySizeLimit:

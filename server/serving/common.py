@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -16,6 +17,7 @@ from decoding.errors import ModelNotFound
 from decoding.strategies import STRATEGIES, DecodeRequest, DecodeRun, TextDelta
 from decoding.strategies.base import merge_streams
 from decoding.types import FinishReason, Message, SamplingOptions, TokenLogprob
+from server import logs
 from server.config import Settings
 from server.errors import APIError
 from server.metrics import Metrics
@@ -25,6 +27,7 @@ from server.selection import Capabilities, Selection, Source, select
 from server.streaming import sse
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 #: Response header naming the strategy that ran (for clients behind body-stripping gateways).
 STRATEGY_HEADER = "X-Alignment-Strategy"
 
@@ -130,13 +133,16 @@ class Decoding:
                            "strategy.", param="logprobs")
         if strategy.greedy_default and "temperature" not in body.model_fields_set:
             options = replace(options, temperature=0.0)
-        request_id = f"{prefix}-{uuid.uuid4().hex}"
+        # engine ids start with the X-Request-Id; a few random hex digits keep two
+        # requests that share one apart (vLLM aborts by id)
+        rid = logs.request_id.get()
+        engine_id = f"{rid}-{uuid.uuid4().hex[:8]}"
         requests = [
-            DecodeRequest(f"{request_id}-{i}", engine, engines, ids, options, body.n,
+            DecodeRequest(f"{engine_id}-{i}", engine, engines, ids, options, body.n,
                           messages, alignment.params)
             for i, ids in enumerate(prompts)
         ]
-        return cls(request_id, body.model, alignment, selection.source, requests,
+        return cls(f"{prefix}-{rid}", body.model, alignment, selection.source, requests,
                    served.metrics, endpoint, deadline=settings.request_timeout or None)
 
     async def deltas(self) -> AsyncIterator[TextDelta]:
@@ -167,10 +173,14 @@ class Decoding:
         finally:
             self.release()
             usage = self.usage()
+            seconds = time.monotonic() - self.started
+            logger.info("%s %s %s: %d prompt + %d completion tokens in %.2f s", self.endpoint,
+                        self.alignment.strategy, status, usage.prompt_tokens,
+                        usage.completion_tokens, seconds)
             self.metrics.record_request(
                 endpoint=self.endpoint, strategy=self.alignment.strategy,
                 selected_by=self.selected_by, status=status,
-                seconds=time.monotonic() - self.started,
+                seconds=seconds,
                 prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
 
     async def collect(self) -> list[Choice]:

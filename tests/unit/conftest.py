@@ -11,11 +11,20 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from decoding.embeddings import HashEmbedder
 from decoding.stand_in import StandInEngine
+from decoding.strategies import STRATEGIES, RainStrategy
 from server.app import build_app
 from server.config import Settings
 
 API_KEY = "test-key"
+
+
+@pytest.fixture(autouse=True)
+def rain_without_a_sentence_model(monkeypatch):
+    """Server tests run RAIN with the hash embedder: loading the real sentence model takes
+    a minute on a busy machine and says nothing about the HTTP surface."""
+    monkeypatch.setitem(STRATEGIES, "rain", RainStrategy(HashEmbedder()))
 
 
 @pytest.fixture
