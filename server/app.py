@@ -16,7 +16,7 @@ from server.engines import start_engines, stop_engines
 from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.middleware import BodySizeLimit, ErrorBoundary, RequestId
-from server.routers import chat, completions, health, metrics, models
+from server.routers import chat, completions, health, metrics, models, tokenize
 from server.selection import Capabilities
 
 
@@ -46,7 +46,8 @@ def build_app(settings: Settings, engines: Mapping[str, Engine] | None = None) -
     app.add_middleware(ErrorBoundary)
     app.add_middleware(RequestId)  # outermost: even an error answer carries the id
     auth = [Depends(require_api_key)]
-    for router in (chat.router, completions.router, models.router, metrics.router):
+    for router in (chat.router, completions.router, models.router, tokenize.router,
+                   metrics.router):
         app.include_router(router, dependencies=auth)
     app.include_router(health.router)
     return app
