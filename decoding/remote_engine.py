@@ -21,6 +21,7 @@ from decoding.seeds import engine_seed
 from decoding.types import (
     EngineCounters,
     GenerationChunk,
+    JsonOutput,
     SamplingOptions,
     TokenLogprob,
     TopLogprob,
@@ -93,6 +94,7 @@ class RemoteEngine(HFTokenizerText):
             "skip_special_tokens": options.skip_special_tokens,
             "include_stop_str_in_output": options.include_stop_str_in_output,
             "stream": True, "stream_options": {"include_usage": True},
+            "structured_outputs": _structured_outputs(options.json_output),
         }
         return {k: v for k, v in body.items() if v is not None}
 
@@ -165,6 +167,15 @@ class RemoteEngine(HFTokenizerText):
 
     async def shutdown(self) -> None:
         await self._client.aclose()
+
+
+def _structured_outputs(json_output: JsonOutput | None) -> dict | None:
+    """vLLM's OpenAI server takes `structured_outputs` beside the sampling fields."""
+    if json_output is None:
+        return None
+    if json_output.schema is None:
+        return {"json_object": True}
+    return {"json": json.loads(json_output.schema)}
 
 
 def _token_id(token: str) -> int:

@@ -2,7 +2,8 @@
 
 Tokens are bytes (0-255) plus BOS and EOS. The "model" scores a fixed alphabet by a
 hash of the last few tokens, so outputs are repeatable, depend on the prompt, and come
-with real log-probabilities. A prefix cache is simulated in whole blocks.
+with real log-probabilities. A prefix cache is simulated in whole blocks. It ignores
+`SamplingOptions.json_output` (no grammar): `calls` records what each request was given.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
@@ -15,7 +16,7 @@ from vllm.engine.protocol import StreamingInput
 from vllm.exceptions import VLLMClientError
 from vllm.inputs import TokensPrompt
 from vllm.platforms import current_platform
-from vllm.sampling_params import RequestOutputKind
+from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -26,6 +27,7 @@ from decoding.seeds import engine_seed
 from decoding.types import (
     EngineCounters,
     GenerationChunk,
+    JsonOutput,
     SamplingOptions,
     TokenLogprob,
     TopLogprob,
@@ -253,8 +255,18 @@ def _sampling_params(options: SamplingOptions) -> SamplingParams:
         logprobs=options.logprobs,
         skip_special_tokens=options.skip_special_tokens,
         include_stop_str_in_output=options.include_stop_str_in_output,
+        structured_outputs=_structured_outputs(options.json_output),
         output_kind=RequestOutputKind.DELTA,
     )
+
+
+def _structured_outputs(json_output: JsonOutput | None) -> StructuredOutputsParams | None:
+    """JSON of a schema, or any JSON object (xgrammar, the CPU build's backend)."""
+    if json_output is None:
+        return None
+    if json_output.schema is None:
+        return StructuredOutputsParams(json_object=True)
+    return StructuredOutputsParams(json=json.loads(json_output.schema))
 
 
 def _logprobs(positions, top_n: int | None) -> list[TokenLogprob] | None:

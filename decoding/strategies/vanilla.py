@@ -20,6 +20,7 @@ class VanillaStrategy:
     needs_messages = False
     supports_logprobs = True
     greedy_default = False
+    supports_response_format = True  # the engine's own sampling, so its structured outputs
 
     async def run(self, request: DecodeRequest, run: DecodeRun) -> AsyncIterator[TextDelta]:
         run.accounting.prompt_tokens = len(request.prompt_token_ids)

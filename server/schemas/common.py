@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from decoding.types import JsonOutput
 from server.schemas.alignment import AlignmentField
 from server.schemas.fields import INT64_MAX, INT64_MIN, StopText, Text
 
@@ -15,6 +17,37 @@ class StreamOptions(BaseModel):
 
     include_usage: bool = False
     continuous_usage_stats: bool = False
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema", description="a JSON Schema")
+    strict: bool | None = Field(None, description="always enforced (vLLM's structured "
+                                "outputs constrain every token)")
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's `response_format`; JSON goes through vLLM's structured outputs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_iff_json_schema(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type 'json_schema' (and only then)")
+        return self
+
+    def json_output(self) -> JsonOutput | None:
+        if self.type == "text":
+            return None
+        schema = self.json_schema.schema_ if self.json_schema is not None else None
+        return JsonOutput(json.dumps(schema) if schema is not None else None)
 
 
 class SamplingRequest(BaseModel):
@@ -44,6 +77,7 @@ class SamplingRequest(BaseModel):
     stop_token_ids: list[int] | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    response_format: ResponseFormat | None = None
     # ours
     alignment: AlignmentField = Field(
         None, description='"vanilla" (default) or {"strategy": NAME, ...parameters}'

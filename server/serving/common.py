@@ -81,6 +81,7 @@ def sampling_options(body: SamplingRequest, *, max_tokens: int, extra_stop: Sequ
         logprobs=logprobs,
         skip_special_tokens=body.skip_special_tokens,
         include_stop_str_in_output=body.include_stop_str_in_output,
+        json_output=body.response_format.json_output() if body.response_format else None,
     )
 
 
@@ -131,6 +132,12 @@ class Decoding:
         if options.logprobs is not None and not strategy.supports_logprobs:
             raise APIError(400, f"logprobs are not available with the {strategy.name} "
                            "strategy.", param="logprobs")
+        # a strategy that does not declare it samples on its own terms: no grammar
+        if options.json_output is not None and not getattr(strategy, "supports_response_format",
+                                                           False):
+            raise APIError(400, f"response_format is not available with the {strategy.name} "
+                           "strategy (only vanilla decodes with structured outputs).",
+                           param="response_format")
         if strategy.greedy_default and "temperature" not in body.model_fields_set:
             options = replace(options, temperature=0.0)
         # engine ids start with the X-Request-Id; a few random hex digits keep two
