@@ -14,6 +14,7 @@ from fastapi import Request
 
 from decoding.engine import Engine
 from decoding.errors import ModelNotFound
+from decoding.metered import MeteredEngine, Tally
 from decoding.strategies import STRATEGIES, DecodeRequest, DecodeRun, TextDelta
 from decoding.strategies.base import merge_streams
 from decoding.types import FinishReason, Message, SamplingOptions, TokenLogprob
@@ -112,6 +113,8 @@ class Decoding:
     endpoint: str
     deadline: float | None = None
     runs: list[DecodeRun] = field(default_factory=list)
+    tally: Tally = field(default_factory=Tally)  # tokens the engines decoded for it
+    first_text: float | None = None  # seconds to the first answer text
     created: int = field(default_factory=lambda: int(time.time()))
     started: float = field(default_factory=time.monotonic)
     release: Callable[[], None] = lambda: None  # set by the admission gate
@@ -121,7 +124,6 @@ class Decoding:
                 body: SamplingRequest, prompts: Sequence[list[int]], options: SamplingOptions,
                 messages: tuple[Message, ...] | None) -> Decoding:
         engines, settings = served.engines, served.settings
-        engine = engines[selection.model]
         context = AlignmentContext(selection.model, engines, settings,
                                    served.capabilities.judges)
         alignment = parse_alignment(selection.alignment, context)
@@ -144,13 +146,16 @@ class Decoding:
         # requests that share one apart (vLLM aborts by id)
         rid = logs.request_id.get()
         engine_id = f"{rid}-{uuid.uuid4().hex[:8]}"
+        tally = Tally()
+        metered = {name: MeteredEngine(e, tally) for name, e in engines.items()}
         requests = [
-            DecodeRequest(f"{engine_id}-{i}", engine, engines, ids, options, body.n,
-                          messages, alignment.params)
+            DecodeRequest(f"{engine_id}-{i}", metered[selection.model], metered, ids, options,
+                          body.n, messages, alignment.params)
             for i, ids in enumerate(prompts)
         ]
         return cls(f"{prefix}-{rid}", body.model, alignment, selection.source, requests,
-                   served.metrics, endpoint, deadline=settings.request_timeout or None)
+                   served.metrics, endpoint, deadline=settings.request_timeout or None,
+                   tally=tally)
 
     async def deltas(self) -> AsyncIterator[TextDelta]:
         """All prompts' deltas; choice index = prompt index × n + the strategy's index."""
@@ -167,6 +172,8 @@ class Decoding:
         try:
             async with asyncio.timeout(self.deadline):
                 async for delta in merge_streams([one(i) for i in range(len(self.requests))]):
+                    if self.first_text is None and delta.text:
+                        self.first_text = time.monotonic() - self.started
                     yield delta
             status = "ok"
         except TimeoutError:
@@ -187,7 +194,8 @@ class Decoding:
             self.metrics.record_request(
                 endpoint=self.endpoint, strategy=self.alignment.strategy,
                 selected_by=self.selected_by, status=status,
-                seconds=seconds,
+                seconds=seconds, first_text=self.first_text,
+                engine_tokens=self.tally.generated,
                 prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
 
     async def collect(self) -> list[Choice]:

@@ -176,3 +176,26 @@ def test_listed_capabilities_are_enforced(app_client):
     assert app_client.post("/v1/chat/completions", json=judged).status_code == 200
     assert_error(app_client.post("/v1/chat/completions", json=body | {"model": "chat@nudging"}),
                  400, "alignment.nudging_model")
+
+
+def test_metrics_per_strategy_histograms(app_client):
+    for model, strategy in (("chat", "vanilla"), ("base", "nudging"), ("chat", "rain")):
+        body = {"model": f"{model}@{strategy}", "messages": MESSAGES, "max_tokens": 3}
+        if strategy == "rain":
+            body["alignment"] = RAIN
+        assert app_client.post("/v1/chat/completions", json=body).status_code == 200
+    samples = {}
+    for line in app_client.get("/metrics").text.splitlines():
+        if line.startswith(("align_engine_tokens_per_answer_token_",
+                            "align_time_to_first_token_seconds_")):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    ratio = "align_engine_tokens_per_answer_token_{}{{strategy=\"{}\"}}"
+    for strategy in ("vanilla", "nudging", "rain"):
+        assert samples[ratio.format("count", strategy)] == 1
+        assert samples[f'align_time_to_first_token_seconds_count{{strategy="{strategy}"}}'] == 1
+    assert samples[ratio.format("sum", "vanilla")] == 1.0  # one decoded token per answer token
+    assert samples[ratio.format("sum", "nudging")] >= 1  # both models decode for it
+    assert samples[ratio.format("sum", "rain")] > 5  # chains, rollouts and judge calls
+    body_source = 'align_strategy_selections_total{source="body",strategy="rain"}'
+    assert body_source in app_client.get("/metrics").text
