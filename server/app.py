@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from decoding.engine import Engine
 from server.admission import Admission
@@ -44,7 +45,11 @@ def build_app(settings: Settings, engines: Mapping[str, Engine] | None = None) -
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ErrorBoundary)
-    app.add_middleware(RequestId)  # outermost: even an error answer carries the id
+    app.add_middleware(RequestId)  # outside those: even an error answer carries the id
+    if settings.allowed_origins:  # outermost: preflights need no key, errors get the headers
+        app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins,
+                           allow_methods=["GET", "POST"], allow_headers=["*"],
+                           expose_headers=["X-Request-Id", "X-Alignment-Strategy"])
     auth = [Depends(require_api_key)]
     for router in (chat.router, completions.router, models.router, tokenize.router,
                    metrics.router):

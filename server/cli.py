@@ -22,6 +22,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
     p.add_argument("--models-file", type=Path, help="YAML/JSON list of model specs")
     p.add_argument("--api-key", action="append", dest="api_keys",
                    help="require this Bearer key; repeatable (ALIGN_API_KEYS)")
+    p.add_argument("--allowed-origins", action="append", metavar="ORIGIN[,ORIGIN]",
+                   help="CORS: let browser pages from these origins call the API ('*': any); "
+                        "repeatable (ALIGN_ALLOWED_ORIGINS; default: none)")
     p.add_argument("--cache-dir", type=Path, help="where converted weights are kept")
     p.add_argument("--kv-cache-gib", type=float, help="KV cache per engine in GiB")
     p.add_argument("--block-size", type=int, help="KV cache block size in tokens")
@@ -44,6 +47,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
     args = vars(p.parse_args(argv))
     prepare_only = args.pop("prepare_only")
     overrides = {k: v for k, v in args.items() if v is not None}
+    if "allowed_origins" in overrides:
+        overrides["allowed_origins"] = [o.strip() for flag in overrides["allowed_origins"]
+                                        for o in flag.split(",") if o.strip()]
     if "models" in overrides:
         overrides["models"] = [ModelSpec.parse(m) for m in overrides["models"]]
     return Settings(**overrides), prepare_only
