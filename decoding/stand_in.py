@@ -2,7 +2,8 @@
 
 Tokens are bytes (0-255) plus BOS and EOS. The "model" scores a fixed alphabet by a
 hash of the last few tokens, so outputs are repeatable, depend on the prompt, and come
-with real log-probabilities. A prefix cache is simulated in whole blocks.
+with real log-probabilities. A prefix cache is simulated in whole blocks. It ignores
+`SamplingOptions.json_output` (no grammar): `calls` records what each request was given.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class StandInEngine:
         self.dead = False
         self.aborted: list[str] = []
         self.prompts: list[list[int]] = []
+        self.calls: list[tuple[str, SamplingOptions | None]] = []  # (request id, options)
 
     def tokenize(self, text: str, *, add_special_tokens: bool) -> list[int]:
         return ([BOS] if add_special_tokens else []) + list(text.encode())
@@ -69,6 +71,7 @@ class StandInEngine:
                        request_id: str) -> AsyncIterator[GenerationChunk]:
         if self.dead:
             raise EngineUnavailable("the stand-in engine is dead")
+        self.calls.append((request_id, options))
         prompt = list(prompt_token_ids)
         if len(prompt) + options.max_tokens > self.info.max_model_len:
             raise ContextLengthExceeded("prompt and max_tokens exceed the context")
@@ -115,6 +118,7 @@ class StandInEngine:
         return min(cached, len(prompt) - 1) // BLOCK * BLOCK
 
     def open_session(self, request_id: str) -> StandInSession:
+        self.calls.append((request_id, None))
         return StandInSession(self, request_id)
 
     async def abort(self, request_ids: Sequence[str]) -> None:

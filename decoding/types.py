@@ -16,6 +16,14 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class JsonOutput:
+    """Output constrained to JSON: any object (`schema` None), or an instance of `schema`
+    (JSON Schema as JSON text, so that options stay hashable)."""
+
+    schema: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SamplingOptions:
     """Sampling knobs, named as in vLLM's `SamplingParams` (see `vllm_engine`)."""
 
@@ -39,6 +47,7 @@ class SamplingOptions:
     logprob_token_ids: tuple[int, ...] = ()
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    json_output: JsonOutput | None = None  # vLLM's structured outputs
 
 
 @dataclass(frozen=True, slots=True)

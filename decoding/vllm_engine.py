@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
@@ -15,16 +16,18 @@ from vllm.engine.protocol import StreamingInput
 from vllm.exceptions import VLLMClientError
 from vllm.inputs import TokensPrompt
 from vllm.platforms import current_platform
-from vllm.sampling_params import RequestOutputKind
+from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
 from decoding.engine import ModelInfo, ModelRole
 from decoding.errors import EngineUnavailable, InvalidRequest
 from decoding.hf_tokenizer import HFTokenizerText
+from decoding.seeds import engine_seed
 from decoding.types import (
     EngineCounters,
     GenerationChunk,
+    JsonOutput,
     SamplingOptions,
     TokenLogprob,
     TopLogprob,
@@ -98,7 +101,8 @@ class VllmEngine(HFTokenizerText):
     async def generate(
         self, prompt_token_ids: Sequence[int], options: SamplingOptions, request_id: str
     ) -> AsyncIterator[GenerationChunk]:
-        params = _sampling_params(options)
+        with self._errors():  # SamplingParams validates too: its ValueError is a 400
+            params = _sampling_params(options)
         finished = False
         first = True
         self.counters.running += 1
@@ -179,7 +183,8 @@ class VllmSession:
     async def step(self, new_token_ids: Sequence[int], options: SamplingOptions
                    ) -> GenerationChunk:
         if self._params is None or self._params[0] is not options:  # built once per run
-            self._params = options, _sampling_params(replace(options, max_tokens=1))
+            with self._engine._errors():
+                self._params = options, _sampling_params(replace(options, max_tokens=1))
         params = self._params[1]
         self._inputs.put_nowait(StreamingInput(TokensPrompt(prompt_token_ids=list(
             new_token_ids)), params))
@@ -238,7 +243,7 @@ def _sampling_params(options: SamplingOptions) -> SamplingParams:
         top_p=options.top_p,
         top_k=options.top_k,
         min_p=options.min_p,
-        seed=options.seed,
+        seed=engine_seed(options.seed),
         stop=list(options.stop) or None,
         stop_token_ids=list(options.stop_token_ids) or None,
         ignore_eos=options.ignore_eos,
@@ -251,8 +256,18 @@ def _sampling_params(options: SamplingOptions) -> SamplingParams:
         logprob_token_ids=list(options.logprob_token_ids) or None,
         skip_special_tokens=options.skip_special_tokens,
         include_stop_str_in_output=options.include_stop_str_in_output,
+        structured_outputs=_structured_outputs(options.json_output),
         output_kind=RequestOutputKind.DELTA,
     )
+
+
+def _structured_outputs(json_output: JsonOutput | None) -> StructuredOutputsParams | None:
+    """JSON of a schema, or any JSON object (xgrammar, the CPU build's backend)."""
+    if json_output is None:
+        return None
+    if json_output.schema is None:
+        return StructuredOutputsParams(json_object=True)
+    return StructuredOutputsParams(json=json.loads(json_output.schema))
 
 
 def _logprobs(positions, options: SamplingOptions) -> list[TokenLogprob] | None:

@@ -7,16 +7,18 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi.middleware.cors import CORSMiddleware
 
 from decoding.engine import Engine
 from server.admission import Admission
 from server.config import Settings
 from server.deps import require_api_key
 from server.engines import start_engines, stop_engines, warm_up
-from server.errors import APIError, error_json, install_error_handlers
+from server.errors import install_error_handlers
 from server.metrics import Metrics
-from server.routers import chat, completions, health, metrics, models
+from server.middleware import BodySizeLimit, ErrorBoundary, RequestId
+from server.routers import chat, completions, health, metrics, models, tokenize
+from server.selection import Capabilities
 
 
 def build_app(settings: Settings, engines: Mapping[str, Engine] | None = None) -> FastAPI:
@@ -34,6 +36,7 @@ def build_app(settings: Settings, engines: Mapping[str, Engine] | None = None) -
                 raise
         app.state.engines = served
         app.state.metrics = Metrics(served)
+        app.state.capabilities = Capabilities.of(served, settings)
         app.state.admission = Admission(settings.max_concurrent_requests)
         app.state.started = int(time.time())
         try:
@@ -47,36 +50,15 @@ def build_app(settings: Settings, engines: Mapping[str, Engine] | None = None) -
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ErrorBoundary)
+    app.add_middleware(RequestId)  # outside those: even an error answer carries the id
+    if settings.allowed_origins:  # outermost: preflights need no key, errors get the headers
+        app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins,
+                           allow_methods=["GET", "POST"], allow_headers=["*"],
+                           expose_headers=["X-Request-Id", "X-Alignment-Strategy"])
     auth = [Depends(require_api_key)]
-    for router in (chat.router, completions.router, models.router, metrics.router):
+    for router in (chat.router, completions.router, models.router, tokenize.router,
+                   metrics.router):
         app.include_router(router, dependencies=auth)
     app.include_router(health.router)
     return app
-
-
-class BodySizeLimit:
-    """413 for bodies over the limit, by Content-Length or by counting a chunked body."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        too_large = APIError(413, f"Request body exceeds {self.max_bytes} bytes.",
-                             code="request_too_large")
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await error_json(too_large)(scope, receive, send)
-        seen = 0
-
-        async def counted() -> dict:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise too_large
-            return message
-
-        await self.app(scope, counted, send)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from server.config import ModelSpec, Settings
+from server.logs import configure_logging
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
@@ -22,6 +22,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
     p.add_argument("--models-file", type=Path, help="YAML/JSON list of model specs")
     p.add_argument("--api-key", action="append", dest="api_keys",
                    help="require this Bearer key; repeatable (ALIGN_API_KEYS)")
+    p.add_argument("--allowed-origins", action="append", metavar="ORIGIN[,ORIGIN]",
+                   help="CORS: let browser pages from these origins call the API ('*': any); "
+                        "repeatable (ALIGN_ALLOWED_ORIGINS; default: none)")
     p.add_argument("--cache-dir", type=Path, help="where converted weights are kept")
     p.add_argument("--kv-cache-gib", type=float, help="KV cache per engine in GiB")
     p.add_argument("--block-size", type=int, help="KV cache block size in tokens")
@@ -46,6 +49,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
     args = vars(p.parse_args(argv))
     prepare_only = args.pop("prepare_only")
     overrides = {k: v for k, v in args.items() if v is not None}
+    if "allowed_origins" in overrides:
+        overrides["allowed_origins"] = [o.strip() for flag in overrides["allowed_origins"]
+                                        for o in flag.split(",") if o.strip()]
     if "models" in overrides:
         overrides["models"] = [ModelSpec.parse(m) for m in overrides["models"]]
     return Settings(**overrides), prepare_only
@@ -53,8 +59,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings, prepare_only = parse_args(argv)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     from decoding.errors import ModelUnavailable
     from server.engines import prepare_models
 
@@ -69,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from server.app import build_app
 
         uvicorn.run(build_app(settings), host=settings.host, port=settings.port,
-                    log_level=settings.log_level, timeout_graceful_shutdown=30)
+                    log_level=settings.log_level, log_config=None,  # root's format
+                    timeout_graceful_shutdown=30)
     except ModelUnavailable as exc:
         sys.exit(f"align-serve: {exc.message}")

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Bearer keys (comma-separated in ALIGN_API_KEYS)"
     )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="CORS origins a browser may call from ('*': any); "
+        "none by default (comma-separated in ALIGN_ALLOWED_ORIGINS)")
     models: Annotated[list[ModelSpec], NoDecode] = Field(
         default_factory=lambda: [ModelSpec(id=m, source=m) for m in DEFAULT_MODELS]
     )
@@ -83,7 +86,7 @@ class Settings(BaseSettings):
         if self.models_file is not None:
             self.models = load_models_file(self.models_file)
 
-    @field_validator("api_keys", "models", mode="before")
+    @field_validator("api_keys", "allowed_origins", "models", mode="before")
     @classmethod
     def _split_env_list(cls, value: object, info: ValidationInfo) -> object:
         """Environment values are comma lists (or JSON arrays); model items use `parse`."""

@@ -6,13 +6,15 @@ import secrets
 from collections.abc import Mapping
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from decoding.engine import Engine
 from server.admission import Admission
 from server.config import Settings
 from server.errors import APIError
 from server.metrics import Metrics
+from server.selection import Capabilities
+from server.serving.common import Served
 
 
 def get_settings(request: Request) -> Settings:
@@ -31,10 +33,24 @@ def get_admission(request: Request) -> Admission:
     return request.app.state.admission
 
 
+def get_capabilities(request: Request) -> Capabilities:
+    return request.app.state.capabilities
+
+
+def get_served(request: Request) -> Served:
+    state = request.app.state
+    return Served(state.engines, state.capabilities, state.metrics, state.settings)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EnginesDep = Annotated[Mapping[str, Engine], Depends(get_engines)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
+CapabilitiesDep = Annotated[Capabilities, Depends(get_capabilities)]
+ServedDep = Annotated[Served, Depends(get_served)]
+#: The `X-Alignment` request header (see `server.selection`).
+AlignmentHeader = Annotated[str | None, Header(
+    alias="X-Alignment", description='the body\'s `alignment` as JSON, or a strategy name')]
 
 
 async def require_api_key(request: Request, settings: SettingsDep) -> None:

@@ -11,6 +11,8 @@ from prometheus_client.registry import Collector
 from decoding.engine import Engine
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+#: vanilla sits at 1; nudging at a few; RAIN at tens to hundreds
+RATIO_BUCKETS = (1, 1.5, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
 class Metrics:
@@ -26,11 +28,29 @@ class Metrics:
                                      ["strategy"], registry=self.registry)
         self.completion_tokens = Counter("align_completion_tokens", "Tokens returned",
                                          ["strategy"], registry=self.registry)
+        self.first_text = Histogram(
+            "align_time_to_first_token_seconds",
+            "Time from the request to its first answer text", ["strategy"],
+            buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.engine_tokens = Histogram(
+            "align_engine_tokens_per_answer_token",
+            "Tokens the engines decoded (kept or not) per answer token, per request",
+            ["strategy"], buckets=RATIO_BUCKETS, registry=self.registry)
+        self.selections = Counter("align_strategy_selections",
+                                  "Generation requests by where the strategy was named "
+                                  "(body, header, alias, default)",
+                                  ["strategy", "source"], registry=self.registry)
         self.registry.register(_EngineCollector(engines))
 
-    def record_request(self, *, endpoint: str, strategy: str, status: str, seconds: float,
+    def record_request(self, *, endpoint: str, strategy: str, selected_by: str, status: str,
+                       seconds: float, first_text: float | None, engine_tokens: int,
                        prompt_tokens: int, completion_tokens: int) -> None:
         self.requests.labels(endpoint, strategy, status).inc()
+        if first_text is not None:
+            self.first_text.labels(strategy).observe(first_text)
+        if completion_tokens:
+            self.engine_tokens.labels(strategy).observe(engine_tokens / completion_tokens)
+        self.selections.labels(strategy, selected_by).inc()
         self.latency.labels(strategy).observe(seconds)
         self.prompt_tokens.labels(strategy).inc(prompt_tokens)
         self.completion_tokens.labels(strategy).inc(completion_tokens)

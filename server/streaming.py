@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 from pydantic import BaseModel
 
-from server.errors import ErrorResponse, api_error
+from server.errors import api_error, error_body
 
 DONE = "data: [DONE]\n\n"
 
@@ -27,6 +26,5 @@ async def sse_stream(events: AsyncIterator[str]) -> AsyncIterator[str]:
         async for event in events:
             yield event
     except Exception as exc:
-        error = api_error(exc)
-        yield f"data: {json.dumps(ErrorResponse(error=error.detail).model_dump())}\n\n"
+        yield f"data: {error_body(api_error(exc))}\n\n"
     yield DONE

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from decoding.engine import Engine
+from decoding.errors import InvalidRequest
 from decoding.types import (
     FinishReason,
     GenerationChunk,
@@ -76,6 +77,15 @@ class Strategy(Protocol):
 
     def run(self, request: DecodeRequest, run: DecodeRun
             ) -> AsyncIterator[TextDelta | Progress]: ...
+
+
+def refuse_response_format(options: SamplingOptions, strategy: str) -> None:
+    """Structured outputs constrain one engine's sampling; a strategy that samples on
+    its own terms cannot honour them."""
+    if options.json_output is not None:
+        raise InvalidRequest(f"response_format is not available with the {strategy} "
+                             "strategy (only vanilla decodes with structured outputs).",
+                             param="response_format")
 
 
 async def metered(engine: Engine, prompt_token_ids: Sequence[int], options: SamplingOptions,

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from decoding.errors import EngineUnavailable
 from server.deps import EnginesDep
@@ -11,7 +11,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-async def health(engines: EnginesDep) -> JSONResponse:
+async def health(engines: EnginesDep) -> Response:
     """200 when every engine can serve; 503 naming the first one that cannot."""
     for engine in engines.values():
         try:

@@ -17,6 +17,7 @@ from decoding.engine import Engine
 from decoding.strategies import STRATEGIES, NudgingParams, RainParams, VanillaParams
 from server.config import Settings
 from server.errors import APIError, validation_error
+from server.schemas.fields import Text
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +27,32 @@ class AlignmentContext:
     model: str
     engines: Mapping[str, Engine]
     settings: Settings
+    judges: frozenset[str] | None = None  # models that can be RAIN's evaluator; None: all
+
+
+def nudger_problem(name: str | None, model: str, engines: Mapping[str, Engine]
+                   ) -> APIError | None:
+    """Why `name` cannot nudge `model` (as the error to raise), or None when it can."""
+    param = "alignment.nudging_model"
+    if name is None:
+        return APIError(400, "No nudging model configured; set alignment.nudging_model.",
+                        param=param)
+    if name not in engines:
+        return APIError(404, f"The nudging model {name!r} is not served; see /v1/models.",
+                        param=param, code="model_not_found")
+    if name == model:
+        return APIError(400, f"The nudging model must differ from the base model ({name!r}).",
+                        param=param)
+    if not engines[name].info.has_chat_template:
+        return APIError(400, f"The nudging model {name!r} is not a chat model (it has no "
+                        "chat template).", param=param)
+    return None
 
 
 class StrategyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Strict: `"max_visits": true` is a 400, not a run with 1 visit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     def to_decoding(self, context: AlignmentContext) -> Any:
         raise NotImplementedError
@@ -62,19 +85,8 @@ class NudgingAlignment(StrategyParams):
 
     def to_decoding(self, context: AlignmentContext) -> NudgingParams:
         name = self.nudging_model or context.settings.default_nudging_model
-        param = "alignment.nudging_model"
-        if name is None:
-            raise APIError(400, "No nudging model configured; set alignment.nudging_model.",
-                           param=param)
-        if name not in context.engines:
-            raise APIError(404, f"The nudging model {name!r} is not served; see /v1/models.",
-                           param=param, code="model_not_found")
-        if name == context.model:
-            raise APIError(400, f"The nudging model must differ from the base model ({name!r}).",
-                           param=param)
-        if not context.engines[name].info.has_chat_template:
-            raise APIError(400, f"The nudging model {name!r} is not a chat model (it has no "
-                           "chat template).", param=param)
+        if problem := nudger_problem(name, context.model, context.engines):
+            raise problem
         return NudgingParams(**self.model_dump(exclude={"strategy", "nudging_model"}),
                              nudging_model=name)
 
@@ -97,7 +109,7 @@ class RainAlignment(StrategyParams):
     root_prior_mix: float = Field(0.25, ge=0.0, le=1.0)
     token_set_lengths: list[int] = Field([1, 2, 4, 10], min_length=1, max_length=16)
     rollout_max_tokens: int = Field(64, ge=1)
-    principle: str = Field("harmless", min_length=1, max_length=4000,
+    principle: Text = Field("harmless", min_length=1, max_length=4000,
                            description='"harmless", "helpful", "honest" or a criterion')
     evaluation: Literal["votes", "soft", "calibrated"] = "votes"
     evaluator_model: str | None = Field(None, description="served model; default: own")
@@ -124,6 +136,11 @@ class RainAlignment(StrategyParams):
         if self.evaluator_model is not None and self.evaluator_model not in context.engines:
             raise APIError(404, f"The evaluator model {self.evaluator_model!r} is not served.",
                            param="alignment.evaluator_model", code="model_not_found")
+        judge = self.evaluator_model or context.model
+        if context.judges is not None and judge not in context.judges:
+            raise APIError(400, f"The model {judge!r} cannot be RAIN's evaluator (it cannot "
+                           "render the evaluator prompt); name another served model in "
+                           "alignment.evaluator_model.", param="alignment.evaluator_model")
         fields = self.model_dump(exclude={"strategy", "token_set_lengths", "max_engine_calls"})
         return RainParams(**fields, token_set_lengths=tuple(self.token_set_lengths),
                           max_engine_calls=self.max_engine_calls or limits.rain_max_engine_calls,

@@ -7,14 +7,14 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from server.schemas.common import AlignmentInfo, SamplingRequest, Usage
+from server.schemas.fields import Text
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: Text | list[Text] | list[int] | list[list[int]]
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=20)
-    best_of: int | None = Field(None, ge=1)
-    suffix: str | None = None
+    suffix: Text | None = None
 
 
 class CompletionLogprobs(BaseModel):

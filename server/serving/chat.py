@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 
-from decoding.engine import Engine
 from decoding.prompts import chat_prompt, resolve_max_tokens
 from decoding.strategies.base import Progress
 from decoding.types import Message, TokenLogprob
-from server.config import Settings
-from server.metrics import Metrics
 from server.schemas.chat import (
     AssistantMessage,
     ChatChoice,
@@ -22,21 +19,14 @@ from server.schemas.chat import (
     TokenLogprobOut,
     TopLogprobOut,
 )
-from server.serving.common import (
-    Decoding,
-    check_n,
-    framed_chunks,
-    lookup_engine,
-    sampling_options,
-)
+from server.serving.common import Decoding, Served, check_n, framed_chunks, sampling_options
 from server.streaming import sse
 
 
-def prepare_chat(body: ChatCompletionRequest, engines: Mapping[str, Engine], metrics: Metrics,
-                 settings: Settings) -> Decoding:
+def prepare_chat(body: ChatCompletionRequest, served: Served, header: str | None) -> Decoding:
     """Validate everything that can fail before the first byte is sent."""
-    engine = lookup_engine(engines, body.model)
-    check_n(body, settings.max_n)
+    selection, engine = served.select(body, header)
+    check_n(body, served.settings.max_n)
     messages = tuple(
         Message("system" if m.role == "developer" else m.role, m.text()) for m in body.messages
     )
@@ -44,9 +34,9 @@ def prepare_chat(body: ChatCompletionRequest, engines: Mapping[str, Engine], met
     max_tokens = resolve_max_tokens(engine.info, len(prompt.token_ids), body.completion_budget())
     top = (body.top_logprobs or 0) if body.logprobs else None
     options = sampling_options(body, max_tokens=max_tokens, extra_stop=prompt.stop, logprobs=top)
-    return Decoding.prepare(prefix="chatcmpl", endpoint="chat", engine=engine, engines=engines,
-                            body=body, prompts=[prompt.token_ids], options=options,
-                            messages=messages, metrics=metrics, settings=settings)
+    return Decoding.prepare(prefix="chatcmpl", endpoint="chat", served=served,
+                            selection=selection, body=body, prompts=[prompt.token_ids],
+                            options=options, messages=messages)
 
 
 def _logprobs(entries: list[TokenLogprob] | None, wanted: bool) -> ChoiceLogprobs | None:

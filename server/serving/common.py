@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -13,17 +14,38 @@ from fastapi import Request
 
 from decoding.engine import Engine
 from decoding.errors import ModelNotFound
+from decoding.metered import MeteredEngine, Tally
 from decoding.strategies import STRATEGIES, DecodeRequest, DecodeRun, TextDelta
 from decoding.strategies.base import Progress, merge_streams
 from decoding.types import FinishReason, Message, SamplingOptions, TokenLogprob
+from server import logs
 from server.config import Settings
 from server.errors import APIError
 from server.metrics import Metrics
 from server.schemas.alignment import Alignment, AlignmentContext, parse_alignment
 from server.schemas.common import AlignmentInfo, PromptTokensDetails, SamplingRequest, Usage
+from server.selection import Capabilities, Selection, Source, select
 from server.streaming import comment, sse
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+#: Response header naming the strategy that ran (for clients behind body-stripping gateways).
+STRATEGY_HEADER = "X-Alignment-Strategy"
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What every request may use: the engines, what they can do, the server's state."""
+
+    engines: Mapping[str, Engine]
+    capabilities: Capabilities
+    metrics: Metrics
+    settings: Settings
+
+    def select(self, body: SamplingRequest, header: str | None) -> tuple[Selection, Engine]:
+        """The strategy's source and the engine of the (alias-resolved) model."""
+        selection = select(body.model, body.alignment, header, self.engines)
+        return selection, lookup_engine(self.engines, selection.model)
 
 
 def lookup_engine(engines: Mapping[str, Engine], model: str) -> Engine:
@@ -60,6 +82,7 @@ def sampling_options(body: SamplingRequest, *, max_tokens: int, extra_stop: Sequ
         logprobs=logprobs,
         skip_special_tokens=body.skip_special_tokens,
         include_stop_str_in_output=body.include_stop_str_in_output,
+        json_output=body.response_format.json_output() if body.response_format else None,
     )
 
 
@@ -84,23 +107,26 @@ class Decoding:
     request_id: str
     model: str
     alignment: Alignment
+    selected_by: Source
     requests: list[DecodeRequest]
     metrics: Metrics
     endpoint: str
     deadline: float | None = None
     runs: list[DecodeRun] = field(default_factory=list)
+    tally: Tally = field(default_factory=Tally)  # tokens the engines decoded for it
+    first_text: float | None = None  # seconds to the first answer text
     created: int = field(default_factory=lambda: int(time.time()))
     started: float = field(default_factory=time.monotonic)
     release: Callable[[], None] = lambda: None  # set by the admission gate
 
     @classmethod
-    def prepare(cls, *, prefix: str, endpoint: str, engine: Engine,
-                engines: Mapping[str, Engine], body: SamplingRequest,
-                prompts: Sequence[list[int]], options: SamplingOptions,
-                messages: tuple[Message, ...] | None, metrics: Metrics,
-                settings: Settings) -> Decoding:
-        context = AlignmentContext(body.model, engines, settings)
-        alignment = parse_alignment(body.alignment, context)
+    def prepare(cls, *, prefix: str, endpoint: str, served: Served, selection: Selection,
+                body: SamplingRequest, prompts: Sequence[list[int]], options: SamplingOptions,
+                messages: tuple[Message, ...] | None) -> Decoding:
+        engines, settings = served.engines, served.settings
+        context = AlignmentContext(selection.model, engines, settings,
+                                   served.capabilities.judges)
+        alignment = parse_alignment(selection.alignment, context)
         strategy = STRATEGIES[alignment.strategy]
         if strategy.needs_messages and messages is None:
             raise APIError(400, f"The {strategy.name} strategy works on conversations: use "
@@ -111,14 +137,20 @@ class Decoding:
         strategy.check_options(options)
         if strategy.greedy_default and "temperature" not in body.model_fields_set:
             options = replace(options, temperature=0.0)
-        request_id = f"{prefix}-{uuid.uuid4().hex}"
+        # engine ids start with the X-Request-Id; a few random hex digits keep two
+        # requests that share one apart (vLLM aborts by id)
+        rid = logs.request_id.get()
+        engine_id = f"{rid}-{uuid.uuid4().hex[:8]}"
+        tally = Tally()
+        metered = {name: MeteredEngine(e, tally) for name, e in engines.items()}
         requests = [
-            DecodeRequest(f"{request_id}-{i}", engine, engines, ids, options, body.n,
-                          messages, alignment.params)
+            DecodeRequest(f"{engine_id}-{i}", metered[selection.model], metered, ids, options,
+                          body.n, messages, alignment.params)
             for i, ids in enumerate(prompts)
         ]
-        return cls(request_id, body.model, alignment, requests, metrics, endpoint,
-                   deadline=settings.request_timeout or None)
+        return cls(f"{prefix}-{rid}", body.model, alignment, selection.source, requests,
+                   served.metrics, endpoint, deadline=settings.request_timeout or None,
+                   tally=tally)
 
     async def deltas(self) -> AsyncIterator[TextDelta | Progress]:
         """All prompts' deltas; choice index = prompt index × n + the strategy's index."""
@@ -135,6 +167,8 @@ class Decoding:
         try:
             async with asyncio.timeout(self.deadline):
                 async for delta in merge_streams([one(i) for i in range(len(self.requests))]):
+                    if self.first_text is None and isinstance(delta, TextDelta) and delta.text:
+                        self.first_text = time.monotonic() - self.started
                     yield delta
             status = "ok"
         except TimeoutError:
@@ -148,9 +182,15 @@ class Decoding:
         finally:
             self.release()
             usage = self.usage()
+            seconds = time.monotonic() - self.started
+            logger.info("%s %s %s: %d prompt + %d completion tokens in %.2f s", self.endpoint,
+                        self.alignment.strategy, status, usage.prompt_tokens,
+                        usage.completion_tokens, seconds)
             self.metrics.record_request(
-                endpoint=self.endpoint, strategy=self.alignment.strategy, status=status,
-                seconds=time.monotonic() - self.started,
+                endpoint=self.endpoint, strategy=self.alignment.strategy,
+                selected_by=self.selected_by, status=status,
+                seconds=seconds, first_text=self.first_text,
+                engine_tokens=self.tally.generated,
                 prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
 
     async def collect(self) -> list[Choice]:
@@ -159,6 +199,11 @@ class Decoding:
             if isinstance(delta, TextDelta):
                 choices[delta.index].add(delta)
         return choices
+
+    @property
+    def engine_model(self) -> str:
+        """The served model that decodes (the request may have named an alias)."""
+        return self.requests[0].engine.info.model_id
 
     def usage(self) -> Usage:
         prompt = sum(run.accounting.prompt_tokens or len(request.prompt_token_ids)
@@ -170,10 +215,11 @@ class Decoding:
                      prompt_tokens_details=PromptTokensDetails(cached_tokens=cached))
 
     def alignment_info(self) -> AlignmentInfo:
+        strategy, selected_by = self.alignment.strategy, self.selected_by
         if len(self.runs) == 1:
-            return AlignmentInfo(strategy=self.alignment.strategy, stats=self.runs[0].stats,
-                                 **self.runs[0].extras)
-        return AlignmentInfo(strategy=self.alignment.strategy,
+            return AlignmentInfo(strategy=strategy, selected_by=selected_by,
+                                 stats=self.runs[0].stats, **self.runs[0].extras)
+        return AlignmentInfo(strategy=strategy, selected_by=selected_by,
                              stats={"prompts": [run.stats for run in self.runs]})
 
 

@@ -2,47 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 
 from decoding.engine import Engine
 from decoding.prompts import resolve_max_tokens
 from decoding.strategies.base import Progress
 from decoding.types import TokenLogprob
-from server.config import Settings
 from server.errors import APIError
-from server.metrics import Metrics
 from server.schemas.completions import (
     Completion,
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
 )
-from server.serving.common import (
-    Decoding,
-    check_n,
-    framed_chunks,
-    lookup_engine,
-    sampling_options,
-)
+from server.serving.common import Decoding, Served, check_n, framed_chunks, sampling_options
 
 
-def prepare_completion(body: CompletionRequest, engines: Mapping[str, Engine], metrics: Metrics,
-                       settings: Settings) -> Decoding:
-    engine = lookup_engine(engines, body.model)
-    check_n(body, settings.max_n)
+def prepare_completion(body: CompletionRequest, served: Served, header: str | None
+                       ) -> Decoding:
+    selection, engine = served.select(body, header)
+    check_n(body, served.settings.max_n)
     if body.suffix is not None:
         raise APIError(400, "suffix is not supported.", param="suffix")
-    if body.best_of is not None and body.best_of != body.n:
-        raise APIError(400, "best_of other than n is not supported.", param="best_of")
     if body.echo and body.logprobs is not None:
         raise APIError(400, "echo together with logprobs is not supported.", param="echo")
     prompts = _prompt_ids(engine, body.prompt)
     longest = max(prompts, key=len)
     max_tokens = resolve_max_tokens(engine.info, len(longest), body.max_tokens or 16)
     options = sampling_options(body, max_tokens=max_tokens, logprobs=body.logprobs)
-    return Decoding.prepare(prefix="cmpl", endpoint="completions", engine=engine,
-                            engines=engines, body=body, prompts=prompts, options=options,
-                            messages=None, metrics=metrics, settings=settings)
+    return Decoding.prepare(prefix="cmpl", endpoint="completions", served=served,
+                            selection=selection, body=body, prompts=prompts, options=options,
+                            messages=None)
 
 
 def _prompt_ids(engine: Engine, prompt: str | list[str] | list[int] | list[list[int]]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from decoding.seeds import SEED_LIMIT, choice_seed, derive_seed
+from decoding.seeds import SEED_LIMIT, choice_seed, derive_seed, engine_seed
 from decoding.text import find_stop, stop_safe_length, tokens_before
 
 
@@ -41,3 +41,16 @@ def test_derived_seeds_differ_by_place_and_repeat():
 
 def test_choice_seed_matches_vllm_rule():
     assert choice_seed(7, 0) == 7 and choice_seed(7, 2) == 9 and choice_seed(None, 1) is None
+
+
+@pytest.mark.parametrize(("seed", "wrapped"), [
+    (0, 0), (-1, -1), (2**63 - 1, 2**63 - 1), (-(2**63), -(2**63)),
+    (2**63, -(2**63)), (2**63 + 5, -(2**63) + 5), (2**64 + 3, 3), (None, None),
+])
+def test_engine_seed_wraps_into_int64(seed, wrapped):
+    assert engine_seed(seed) == wrapped
+
+
+def test_choice_seed_never_leaves_int64():
+    top = 2**63 - 1
+    assert [choice_seed(top, i) for i in range(3)] == [top, -(2**63), -(2**63) + 1]

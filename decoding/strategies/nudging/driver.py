@@ -22,7 +22,13 @@ from decoding.engine import Engine
 from decoding.errors import InvalidRequest
 from decoding.prompts import PLAIN_STOP, render_plain
 from decoding.seeds import derive_seed
-from decoding.strategies.base import DecodeRequest, DecodeRun, TextDelta, merge_streams
+from decoding.strategies.base import (
+    DecodeRequest,
+    DecodeRun,
+    TextDelta,
+    merge_streams,
+    refuse_response_format,
+)
 from decoding.strategies.nudging.ledger import Ledger
 from decoding.strategies.nudging.params import NudgingParams
 from decoding.strategies.nudging.policy import (
@@ -173,6 +179,7 @@ class NudgingStrategy:
 
     def check_options(self, options: SamplingOptions) -> None:
         """Token-level options name one model's tokens or end-of-text: refused, not dropped."""
+        refuse_response_format(options, "nudging")
         for name, value in (("stop_token_ids", options.stop_token_ids),
                             ("ignore_eos", options.ignore_eos),
                             ("min_tokens", options.min_tokens)):

@@ -34,6 +34,7 @@ from decoding.strategies.base import (
     TextDelta,
     merge_streams,
     metered,
+    refuse_response_format,
 )
 from decoding.strategies.rain.params import RainParams
 from decoding.strategies.rain.scoring import Evaluator, conversation_text, principle_for
@@ -69,6 +70,7 @@ Chain = tuple[tuple[int, ...], float]  # a candidate token set and its weight
 def check_options(options: SamplingOptions) -> None:
     """Refuse what RAIN cannot honour, naming the field (min_tokens, ignore_eos and
     stop_token_ids apply to the committed answer's chains and rollouts)."""
+    refuse_response_format(options, "rain")
     for name in UNSUPPORTED:
         if getattr(options, name) != getattr(NEUTRAL, name):
             raise InvalidRequest(f"{name} is not available with the rain strategy: its "
