@@ -39,7 +39,8 @@ def stream_then_leave(server_url: str, body: dict, events: int = 3) -> None:
         httpx.Client(base_url=server_url, headers=HEADERS, timeout=120) as client,
         client.stream("POST", "/v1/chat/completions", json=body | {"stream": True}) as r,
     ):
-        lines = (line for line in r.iter_lines() if line)
+        # events only: a streamed search may send `: searching` comment lines first
+        lines = (line for line in r.iter_lines() if line and not line.startswith(":"))
         for _ in range(events):
             assert next(lines).startswith("data: {")
 

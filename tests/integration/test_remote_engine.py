@@ -16,6 +16,7 @@ from decoding.strategies import (
     NudgingStrategy,
     RainParams,
     RainStrategy,
+    TextDelta,
     VanillaStrategy,
 )
 from decoding.types import Message, SamplingOptions
@@ -41,7 +42,8 @@ async def answer(strategy, request) -> tuple[str, DecodeRun]:
     run, text = DecodeRun(), ""
     async with aclosing(strategy.run(request, run)) as deltas:
         async for delta in deltas:
-            text += delta.text
+            if isinstance(delta, TextDelta):  # not a search's progress note
+                text += delta.text
     return text, run
 
 

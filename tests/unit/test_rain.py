@@ -647,3 +647,11 @@ async def test_an_engine_error_inside_the_search_arrives_unwrapped():
     with pytest.raises(ContextLengthExceeded):
         await rain_answer(small, small, SMALL)
     assert small.counters.running == 0
+
+
+def test_topk_probability_without_a_usable_top_k_is_the_raw_probability():
+    from decoding.strategies.rain.tree import topk_probability
+
+    assert topk_probability(math.log(0.2), [math.log(0.2), math.log(0.3)]) == pytest.approx(0.4)
+    assert topk_probability(math.log(0.2), []) == pytest.approx(0.2)
+    assert topk_probability(math.log(0.2), [-math.inf]) == pytest.approx(0.2)

@@ -72,8 +72,11 @@ def clamp_greedy_prior(greedy: float, sampled: Sequence[float]) -> float:
 
 
 def topk_probability(chosen_logprob: float, top_logprobs: Sequence[float]) -> float:
-    """A token's probability renormalised over the top-k it was drawn from."""
-    return math.exp(chosen_logprob) / sum(math.exp(lp) for lp in top_logprobs)
+    """A token's probability renormalised over the top-k it was drawn from (its raw
+    probability when the engine returned no usable top-k: seen once, on the real engine
+    under parallel seeded searches, as a division by zero)."""
+    total = sum(math.exp(lp) for lp in top_logprobs)
+    return math.exp(chosen_logprob) / total if total > 0 else math.exp(chosen_logprob)
 
 
 def effective(node: Node) -> tuple[float, float]:
