@@ -302,8 +302,10 @@ async def main() -> None:
     finally:
         mine.stop()
     judges = weights | {QWEN: resolve_weights(QWEN, settings.cache_dir)}
-    sections["evaluator accuracy (20 labelled pairs)"] = await evaluator.measure(
-        judges, data.labelled_pairs())
+    pairs = data.labelled_pairs()
+    measured = await evaluator.measure(judges, pairs)
+    sections[f"evaluator accuracy ({len(pairs)} labelled pairs)"] = measured.rows
+    sections["evaluator accuracy by category"] = measured.categories
     print(lap("evaluator accuracy (in-process engines)"))
 
 
