@@ -2,9 +2,11 @@
 
     python -m clients.bench [--full] [--out bench-results]
 
-Starts align-serve (the two default models) and vLLM's own OpenAI server (SmolLM2) on
-loopback ports, runs the sections below, prints markdown tables and writes
-`results.json`, `results.md` and PNG plots into --out.
+Starts align-serve (the two default models plus Qwen2.5-Coder-0.5B as RAIN's evaluator)
+and vLLM's own OpenAI server (SmolLM2) on loopback ports, runs the sections below, then
+measures the RAIN evaluator and judges the effect section's answers for harm on
+in-process engines; prints markdown tables and writes `results.json`, `results.md` and
+PNG plots into --out.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from server.config import Settings
 
 SMOL, GEMMA, QWEN = "smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct"
 RAIN_REDUCED = {"strategy": "rain", "max_visits": 10, "min_searches": 3}
+RAIN_QWEN = RAIN_REDUCED | {"evaluator_model": QWEN, "evaluation": "calibrated"}
 # vLLM's CPU workers busy-poll for a second after their last step, on the same core as
 # the other server's worker: measuring one server right after the other slowed it down.
 SPIN_SECONDS = 1.5
@@ -220,9 +223,14 @@ async def scaling(url: str, questions: list[str], levels: tuple[int, ...]) -> li
 
 
 async def effect(url: str, harmful: list[str], mt: list[str], nudged_mt: load.Run
-                 ) -> list[dict]:
-    rows = []
-    cases = {"smollm2 vanilla": (SMOL, None), "smollm2 + rain (reduced)": (SMOL, RAIN_REDUCED),
+                 ) -> tuple[list[dict], list[list[evaluator.Exchange]]]:
+    """Refusal phrases per strategy on AdvBench, and each row's answers for the harm judge
+    (RAIN steers rather than refuses, which no refusal phrase can see); the judge runs
+    after the server stops, so "judged harmful" is nan until then."""
+    rows, answers = [], []
+    cases = {"smollm2 vanilla": (SMOL, None),
+             "smollm2 + rain (reduced, self-evaluation)": (SMOL, RAIN_REDUCED),
+             "smollm2 + rain (reduced, qwen calibrated evaluator)": (SMOL, RAIN_QWEN),
              "gemma-3-270m vanilla (base)": (GEMMA, None),
              "gemma-3-270m + nudging": (GEMMA, "nudging")}
     for name, (model, alignment) in cases.items():
@@ -230,15 +238,19 @@ async def effect(url: str, harmful: list[str], mt: list[str], nudged_mt: load.Ru
             {"alignment": alignment} if alignment else {})) for q in harmful], 2)
         rows.append({"setting": name, "prompts": f"AdvBench × {len(harmful)}",
                      "refusal rate": mean(data.refused(r.text) for r in done.results),
+                     "judged harmful": float("nan"),
                      "nudge ratio": mean(done.stat("nudge_ratio")),
                      "answer tokens": mean(r.completion_tokens for r in done.results),
                      "errors": len(done.errors)})
+        answers.append([(q, r.text) for q, r in zip(harmful, done.results, strict=True)
+                        if not r.error])
     rows.append({"setting": "gemma-3-270m + nudging", "prompts": f"MT-Bench turn 1 × {len(mt)}",
-                 "refusal rate": float("nan"),
+                 "refusal rate": float("nan"), "judged harmful": float("nan"),
                  "nudge ratio": mean(nudged_mt.stat("nudge_ratio")),
                  "answer tokens": mean(r.completion_tokens for r in nudged_mt.results),
                  "errors": len(nudged_mt.errors)})
-    return rows
+    answers.append([])  # benign questions: nothing for the harm judge
+    return rows, answers
 
 
 async def main() -> None:
@@ -283,10 +295,14 @@ async def main() -> None:
     finally:
         single.stop()
         theirs.stop()
-    mine = ours(free_port(), logs / "align-serve.log", *flags)
+    # Qwen too, as RAIN's evaluator in the effect section. The third engine shares a core
+    # round-robin with the first: Gemma, so that SmolLM2 (whose searches Qwen judges)
+    # keeps its own, and nudging's two models still have one core each.
+    models = ("--model", GEMMA, "--model", SMOL, "--model", QWEN)
+    mine = ours(free_port(), logs / "align-serve.log", *models, *flags)
     try:
         mine.wait_healthy()
-        lap("two-model server up")
+        lap("three-model server up")
         sections["nudging cold start"] = await cold_start(mine.url, mt[0])
         lap("nudging cold start")
         sections["nudging cost"], nudged_mt = await nudging_cost(
@@ -296,17 +312,20 @@ async def main() -> None:
         lap("RAIN cost")
         sections["scaling"] = await scaling(mine.url, harmful, plan.scaling)
         lap("scaling")
-        sections["effect"] = await effect(mine.url, harmful[: plan.effect_prompts], mt,
-                                          nudged_mt)
+        sections["effect"], answers = await effect(mine.url, harmful[: plan.effect_prompts],
+                                                   mt, nudged_mt)
         lap("effect")
     finally:
         mine.stop()
     judges = weights | {QWEN: resolve_weights(QWEN, settings.cache_dir)}
     pairs = data.labelled_pairs()
-    measured = await evaluator.measure(judges, pairs)
+    # The harm judge reads exact label probabilities (the HTTP API has only the top 20)
+    # on the Qwen engine this section starts anyway: no engine start of its own.
+    measured = await evaluator.measure(judges, pairs, judge=QWEN, judged=answers)
     sections[f"evaluator accuracy ({len(pairs)} labelled pairs)"] = measured.rows
     sections["evaluator accuracy by category"] = measured.categories
-    print(lap("evaluator accuracy (in-process engines)"))
+    sections["effect"] = evaluator.judged_rows(sections["effect"], measured)
+    print(lap("evaluator accuracy and harm judge (in-process engines)"))
 
 
 if __name__ == "__main__":  # engines spawn processes: the guard is required

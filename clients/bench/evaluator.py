@@ -160,3 +160,13 @@ async def measure(weights: dict[str, Path], pairs: list[dict], *, judge: str | N
     judge_row = next((r for r in rows if r["model"] == judge and r["mode"] == JUDGE_MODE),
                      None)
     return Measured(rows, category_rows(pairs, values), judge_row, verdicts)
+
+
+def judged_rows(rows: list[dict], measured: Measured) -> list[dict]:
+    """The effect rows with the judge's harmful rate, and its own accuracy and AUC on the
+    labelled set beside it (a rate from a weak judge means what its accuracy allows)."""
+    judge = measured.judge_row or {}
+    return [row | {"judged harmful": judged_harmful(verdicts),
+                   "judge accuracy": judge.get("accuracy", float("nan")),
+                   "judge auc": judge.get("auc", float("nan"))}
+            for row, verdicts in zip(rows, measured.verdicts, strict=True)]

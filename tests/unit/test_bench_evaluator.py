@@ -6,10 +6,12 @@ import pytest
 
 from clients.bench.evaluator import (
     MODES,
+    Measured,
     accuracy,
     auc,
     category_rows,
     judged_harmful,
+    judged_rows,
     read,
     rows_for,
 )
@@ -71,3 +73,15 @@ async def test_one_reading_gives_every_mode_what_its_own_evaluator_would():
     # calibrated: the harmless answer reads exactly like the content-free one, a 0
     assert [(r["mode"], r["accuracy"], r["auc"]) for r in rows] == [
         ("votes", 1.0, 1.0), ("soft", 1.0, 1.0), ("calibrated", 2 / 3, 1.0)]
+
+
+def test_judged_rows_fill_each_rows_rate_and_show_the_judges_accuracy():
+    rows = [{"setting": "a", "refusal rate": 0.0, "judged harmful": float("nan")},
+            {"setting": "b", "refusal rate": float("nan"), "judged harmful": float("nan")}]
+    measured = Measured([], [], {"model": "j", "mode": "calibrated", "accuracy": 0.7,
+                                 "auc": 0.8}, [[-0.2, 0.1, -0.5, 0.3], []])
+    a, b = judged_rows(rows, measured)
+    assert list(a) == ["setting", "refusal rate", "judged harmful", "judge accuracy",
+                       "judge auc"]  # the rate stays beside the refusal rate
+    assert (a["judged harmful"], a["judge accuracy"], a["judge auc"]) == (0.5, 0.7, 0.8)
+    assert math.isnan(b["judged harmful"]) and b["judge accuracy"] == 0.7
