@@ -43,13 +43,16 @@ class Plan:
     overhead: tuple[tuple[int, int], ...]   # (concurrency, requests)
     rounds: int
     nudging_prompts: int
-    rain_prompts: int
+    rain_prompts: int            # RAIN cost at the default budget
+    rain_reduced_prompts: int    # ... and at the reduced one
     scaling: tuple[int, ...]
     effect_prompts: int
 
 
-QUICK = Plan(((1, 4), (8, 16), (32, 32)), 2, 3, 1, (1, 2, 4, 8), 6)
-FULL = Plan(((1, 8), (8, 32), (32, 64)), 3, 20, 8, (1, 2, 4, 8), 40)
+# Quick: RAIN cost runs every configuration twice (unseeded and seeded), so its reduced
+# rows use one prompt (two before): the whole quick run should stay near 25 minutes.
+QUICK = Plan(((1, 4), (8, 16), (32, 32)), 2, 3, 1, 1, (1, 2, 4, 8), 6)
+FULL = Plan(((1, 8), (8, 32), (32, 64)), 3, 20, 8, 16, (1, 2, 4, 8), 40)
 
 
 def chat(model: str, question: str, max_tokens: int, **extra) -> dict:
@@ -181,9 +184,11 @@ def per_set(counts: list[float], sets: list[int]) -> float:
     return mean(a / b for a, b in zip(counts, sets, strict=True))
 
 
-async def rain_cost(url: str, questions: list[str]) -> list[dict]:
+async def rain_cost(url: str, questions: list[str], reduced_questions: list[str]
+                    ) -> list[dict]:
+    """RAIN vs vanilla on SmolLM2, each configuration unseeded and seeded: seeded requests
+    once explored a degenerate tree (issue 10), so a seeded row alone is not evidence."""
     base = await load.run(url, [chat(SMOL, q, 24) for q in questions], 1)
-    reduced_questions = questions * 2  # the reduced budget is cheap enough for more
     configs = {"rain default, parallel 1": {"strategy": "rain"},
                "rain default, parallel 4": {"strategy": "rain", "parallel_searches": 4},
                "rain reduced (10 visits), parallel 1": RAIN_REDUCED,
@@ -191,18 +196,23 @@ async def rain_cost(url: str, questions: list[str]) -> list[dict]:
     rows = []
     for name, alignment in configs.items():
         prompts = reduced_questions if alignment.get("max_visits") else questions
-        done = await load.run(url, [chat(SMOL, q, 24, seed=i, alignment=alignment)
-                                    for i, q in enumerate(prompts)], 1)
-        sets = [s or 1 for s in done.stat("committed_sets")]
-        rows.append(cost_row(name, done, base,
-                             searches_per_set=per_set(done.stat("searches"), sets),
-                             evaluations_per_set=per_set(done.stat("evaluations"), sets),
-                             decoded_per_token=mean(done.stat(
-                                 "engine_tokens_per_answer_token", "generated")),
-                             prefilled_per_token=mean(done.stat(
-                                 "engine_tokens_per_answer_token", "prefilled")),
-                             cache_hit=mean(done.stat("prefix_cache_hit_rate")),
-                             cache_ceiling=mean(done.stat("prefix_cache_hit_ceiling"))))
+        for seeded in (False, True):
+            done = await load.run(url, [chat(SMOL, q, 24, alignment=alignment,
+                                             **({"seed": i} if seeded else {}))
+                                        for i, q in enumerate(prompts)], 1)
+            sets = [s or 1 for s in done.stat("committed_sets")]
+            hit = mean(done.stat("prefix_cache_hit_rate"))
+            ceiling = mean(done.stat("prefix_cache_hit_ceiling"))
+            rows.append(cost_row(f"{name}, {'seeded' if seeded else 'unseeded'}", done, base,
+                                 seeded=seeded,
+                                 searches_per_set=per_set(done.stat("searches"), sets),
+                                 evaluations_per_set=per_set(done.stat("evaluations"), sets),
+                                 decoded_per_token=mean(done.stat(
+                                     "engine_tokens_per_answer_token", "generated")),
+                                 prefilled_per_token=mean(done.stat(
+                                     "engine_tokens_per_answer_token", "prefilled")),
+                                 cache_hit=hit, cache_ceiling=ceiling,
+                                 **{"hit ÷ ceiling": hit / ceiling if ceiling else float("nan")}))
     return rows
 
 
@@ -276,7 +286,8 @@ async def main() -> None:
     settings = Settings()
     weights = {name: resolve_weights(name, settings.cache_dir) for name in (SMOL, GEMMA)}
     cache = args.out / "data"
-    harmful = data.advbench(cache, max(plan.rain_prompts, plan.effect_prompts))
+    harmful = data.advbench(cache, max(plan.rain_prompts, plan.rain_reduced_prompts,
+                                       plan.effect_prompts))
     mt = data.mtbench(cache, plan.nudging_prompts)
 
     logs = args.out / "logs"
@@ -308,7 +319,8 @@ async def main() -> None:
         sections["nudging cost"], nudged_mt = await nudging_cost(
             mine.url, mt, AutoTokenizer.from_pretrained(weights[SMOL]))
         lap("nudging cost")
-        sections["RAIN cost"] = await rain_cost(mine.url, harmful[: plan.rain_prompts])
+        sections["RAIN cost"] = await rain_cost(mine.url, harmful[: plan.rain_prompts],
+                                                harmful[: plan.rain_reduced_prompts])
         lap("RAIN cost")
         sections["scaling"] = await scaling(mine.url, harmful, plan.scaling)
         lap("scaling")
