@@ -2,9 +2,11 @@
 
     python -m clients.bench [--full] [--out bench-results]
 
-Starts align-serve (the two default models) and vLLM's own OpenAI server (SmolLM2) on
-loopback ports, runs the sections below, prints markdown tables and writes
-`results.json`, `results.md` and PNG plots into --out.
+Starts align-serve (the two default models plus Qwen2.5-Coder-0.5B as RAIN's evaluator)
+and vLLM's own OpenAI server (SmolLM2) on loopback ports, runs the sections below, then
+measures the RAIN evaluator and judges the effect section's answers for harm on
+in-process engines; prints markdown tables and writes `results.json`, `results.md` and
+PNG plots into --out.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from server.config import Settings
 
 SMOL, GEMMA, QWEN = "smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct"
 RAIN_REDUCED = {"strategy": "rain", "max_visits": 10, "min_searches": 3}
+RAIN_QWEN = RAIN_REDUCED | {"evaluator_model": QWEN, "evaluation": "calibrated"}
 # vLLM's CPU workers busy-poll for a second after their last step, on the same core as
 # the other server's worker: measuring one server right after the other slowed it down.
 SPIN_SECONDS = 1.5
@@ -40,13 +43,16 @@ class Plan:
     overhead: tuple[tuple[int, int], ...]   # (concurrency, requests)
     rounds: int
     nudging_prompts: int
-    rain_prompts: int
+    rain_prompts: int            # RAIN cost at the default budget
+    rain_reduced_prompts: int    # ... and at the reduced one
     scaling: tuple[int, ...]
     effect_prompts: int
 
 
-QUICK = Plan(((1, 4), (8, 16), (32, 32)), 2, 3, 1, (1, 2, 4, 8), 6)
-FULL = Plan(((1, 8), (8, 32), (32, 64)), 3, 20, 8, (1, 2, 4, 8), 40)
+# Quick: RAIN cost runs every configuration twice (unseeded and seeded), so its reduced
+# rows use one prompt (two before): the whole quick run should stay near 25 minutes.
+QUICK = Plan(((1, 4), (8, 16), (32, 32)), 2, 3, 1, 1, (1, 2, 4, 8), 6)
+FULL = Plan(((1, 8), (8, 32), (32, 64)), 3, 20, 8, 16, (1, 2, 4, 8), 40)
 
 
 def chat(model: str, question: str, max_tokens: int, **extra) -> dict:
@@ -178,9 +184,11 @@ def per_set(counts: list[float], sets: list[int]) -> float:
     return mean(a / b for a, b in zip(counts, sets, strict=True))
 
 
-async def rain_cost(url: str, questions: list[str]) -> list[dict]:
+async def rain_cost(url: str, questions: list[str], reduced_questions: list[str]
+                    ) -> list[dict]:
+    """RAIN vs vanilla on SmolLM2, each configuration unseeded and seeded: seeded requests
+    once explored a degenerate tree (issue 10), so a seeded row alone is not evidence."""
     base = await load.run(url, [chat(SMOL, q, 24) for q in questions], 1)
-    reduced_questions = questions * 2  # the reduced budget is cheap enough for more
     configs = {"rain default, parallel 1": {"strategy": "rain"},
                "rain default, parallel 4": {"strategy": "rain", "parallel_searches": 4},
                "rain reduced (10 visits), parallel 1": RAIN_REDUCED,
@@ -188,18 +196,23 @@ async def rain_cost(url: str, questions: list[str]) -> list[dict]:
     rows = []
     for name, alignment in configs.items():
         prompts = reduced_questions if alignment.get("max_visits") else questions
-        done = await load.run(url, [chat(SMOL, q, 24, seed=i, alignment=alignment)
-                                    for i, q in enumerate(prompts)], 1)
-        sets = [s or 1 for s in done.stat("committed_sets")]
-        rows.append(cost_row(name, done, base,
-                             searches_per_set=per_set(done.stat("searches"), sets),
-                             evaluations_per_set=per_set(done.stat("evaluations"), sets),
-                             decoded_per_token=mean(done.stat(
-                                 "engine_tokens_per_answer_token", "generated")),
-                             prefilled_per_token=mean(done.stat(
-                                 "engine_tokens_per_answer_token", "prefilled")),
-                             cache_hit=mean(done.stat("prefix_cache_hit_rate")),
-                             cache_ceiling=mean(done.stat("prefix_cache_hit_ceiling"))))
+        for seeded in (False, True):
+            done = await load.run(url, [chat(SMOL, q, 24, alignment=alignment,
+                                             **({"seed": i} if seeded else {}))
+                                        for i, q in enumerate(prompts)], 1)
+            sets = [s or 1 for s in done.stat("committed_sets")]
+            hit = mean(done.stat("prefix_cache_hit_rate"))
+            ceiling = mean(done.stat("prefix_cache_hit_ceiling"))
+            rows.append(cost_row(f"{name}, {'seeded' if seeded else 'unseeded'}", done, base,
+                                 seeded=seeded,
+                                 searches_per_set=per_set(done.stat("searches"), sets),
+                                 evaluations_per_set=per_set(done.stat("evaluations"), sets),
+                                 decoded_per_token=mean(done.stat(
+                                     "engine_tokens_per_answer_token", "generated")),
+                                 prefilled_per_token=mean(done.stat(
+                                     "engine_tokens_per_answer_token", "prefilled")),
+                                 cache_hit=hit, cache_ceiling=ceiling,
+                                 **{"hit ÷ ceiling": hit / ceiling if ceiling else float("nan")}))
     return rows
 
 
@@ -220,9 +233,14 @@ async def scaling(url: str, questions: list[str], levels: tuple[int, ...]) -> li
 
 
 async def effect(url: str, harmful: list[str], mt: list[str], nudged_mt: load.Run
-                 ) -> list[dict]:
-    rows = []
-    cases = {"smollm2 vanilla": (SMOL, None), "smollm2 + rain (reduced)": (SMOL, RAIN_REDUCED),
+                 ) -> tuple[list[dict], list[list[evaluator.Exchange]]]:
+    """Refusal phrases per strategy on AdvBench, and each row's answers for the harm judge
+    (RAIN steers rather than refuses, which no refusal phrase can see); the judge runs
+    after the server stops, so "judged harmful" is nan until then."""
+    rows, answers = [], []
+    cases = {"smollm2 vanilla": (SMOL, None),
+             "smollm2 + rain (reduced, self-evaluation)": (SMOL, RAIN_REDUCED),
+             "smollm2 + rain (reduced, qwen calibrated evaluator)": (SMOL, RAIN_QWEN),
              "gemma-3-270m vanilla (base)": (GEMMA, None),
              "gemma-3-270m + nudging": (GEMMA, "nudging")}
     for name, (model, alignment) in cases.items():
@@ -230,15 +248,19 @@ async def effect(url: str, harmful: list[str], mt: list[str], nudged_mt: load.Ru
             {"alignment": alignment} if alignment else {})) for q in harmful], 2)
         rows.append({"setting": name, "prompts": f"AdvBench × {len(harmful)}",
                      "refusal rate": mean(data.refused(r.text) for r in done.results),
+                     "judged harmful": float("nan"),
                      "nudge ratio": mean(done.stat("nudge_ratio")),
                      "answer tokens": mean(r.completion_tokens for r in done.results),
                      "errors": len(done.errors)})
+        answers.append([(q, r.text) for q, r in zip(harmful, done.results, strict=True)
+                        if not r.error])
     rows.append({"setting": "gemma-3-270m + nudging", "prompts": f"MT-Bench turn 1 × {len(mt)}",
-                 "refusal rate": float("nan"),
+                 "refusal rate": float("nan"), "judged harmful": float("nan"),
                  "nudge ratio": mean(nudged_mt.stat("nudge_ratio")),
                  "answer tokens": mean(r.completion_tokens for r in nudged_mt.results),
                  "errors": len(nudged_mt.errors)})
-    return rows
+    answers.append([])  # benign questions: nothing for the harm judge
+    return rows, answers
 
 
 async def main() -> None:
@@ -264,7 +286,8 @@ async def main() -> None:
     settings = Settings()
     weights = {name: resolve_weights(name, settings.cache_dir) for name in (SMOL, GEMMA)}
     cache = args.out / "data"
-    harmful = data.advbench(cache, max(plan.rain_prompts, plan.effect_prompts))
+    harmful = data.advbench(cache, max(plan.rain_prompts, plan.rain_reduced_prompts,
+                                       plan.effect_prompts))
     mt = data.mtbench(cache, plan.nudging_prompts)
 
     logs = args.out / "logs"
@@ -283,28 +306,38 @@ async def main() -> None:
     finally:
         single.stop()
         theirs.stop()
-    mine = ours(free_port(), logs / "align-serve.log", *flags)
+    # Qwen too, as RAIN's evaluator in the effect section. The third engine shares a core
+    # round-robin with the first: Gemma, so that SmolLM2 (whose searches Qwen judges)
+    # keeps its own, and nudging's two models still have one core each.
+    models = ("--model", GEMMA, "--model", SMOL, "--model", QWEN)
+    mine = ours(free_port(), logs / "align-serve.log", *models, *flags)
     try:
         mine.wait_healthy()
-        lap("two-model server up")
+        lap("three-model server up")
         sections["nudging cold start"] = await cold_start(mine.url, mt[0])
         lap("nudging cold start")
         sections["nudging cost"], nudged_mt = await nudging_cost(
             mine.url, mt, AutoTokenizer.from_pretrained(weights[SMOL]))
         lap("nudging cost")
-        sections["RAIN cost"] = await rain_cost(mine.url, harmful[: plan.rain_prompts])
+        sections["RAIN cost"] = await rain_cost(mine.url, harmful[: plan.rain_prompts],
+                                                harmful[: plan.rain_reduced_prompts])
         lap("RAIN cost")
         sections["scaling"] = await scaling(mine.url, harmful, plan.scaling)
         lap("scaling")
-        sections["effect"] = await effect(mine.url, harmful[: plan.effect_prompts], mt,
-                                          nudged_mt)
+        sections["effect"], answers = await effect(mine.url, harmful[: plan.effect_prompts],
+                                                   mt, nudged_mt)
         lap("effect")
     finally:
         mine.stop()
     judges = weights | {QWEN: resolve_weights(QWEN, settings.cache_dir)}
-    sections["evaluator accuracy (20 labelled pairs)"] = await evaluator.measure(
-        judges, data.labelled_pairs())
-    print(lap("evaluator accuracy (in-process engines)"))
+    pairs = data.labelled_pairs()
+    # The harm judge reads exact label probabilities (the HTTP API has only the top 20)
+    # on the Qwen engine this section starts anyway: no engine start of its own.
+    measured = await evaluator.measure(judges, pairs, judge=QWEN, judged=answers)
+    sections[f"evaluator accuracy ({len(pairs)} labelled pairs)"] = measured.rows
+    sections["evaluator accuracy by category"] = measured.categories
+    sections["effect"] = evaluator.judged_rows(sections["effect"], measured)
+    print(lap("evaluator accuracy and harm judge (in-process engines)"))
 
 
 if __name__ == "__main__":  # engines spawn processes: the guard is required

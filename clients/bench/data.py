@@ -56,5 +56,6 @@ def mtbench(cache: Path, count: int) -> list[str]:
 
 
 def labelled_pairs() -> list[dict]:
-    """Our hand-written (question, answer, harmful) pairs for the evaluator's accuracy."""
+    """Our hand-written (question, partial answer, harmful, category) pairs: the evaluator's
+    accuracy, overall and per harm category."""
     return json.loads((HERE / "labelled_pairs.json").read_text())
