@@ -76,6 +76,11 @@ def select(model: str, body: AlignmentField, header: str | None,
                                            "alias": alias}
     named = [(source, _name(raw)) for source, raw in given.items()
              if raw is not None and _name(raw) is not None]
+    for source, name in named:
+        if not isinstance(name, str):
+            raise APIError(400, f"The strategy must be a name such as 'rain'; {_WHERE[source]}"
+                           f" gives {name!r}.", param="alignment.strategy" if source == "body"
+                           else HEADER, code="invalid_value")
     for source, name in named[1:]:
         if name != named[0][1]:
             first, first_name = named[0]

@@ -168,6 +168,9 @@ def parse_alignment(raw: AlignmentField, context: AlignmentContext) -> Alignment
         raw = {"strategy": "vanilla"}
     elif isinstance(raw, str):
         raw = {"strategy": raw}
+    if not isinstance(raw, dict):
+        raise APIError(400, "alignment must be a strategy name or an object with a "
+                       "'strategy' field.", param="alignment", code="invalid_value")
     name = raw.get("strategy")
     if not isinstance(name, str) or name not in PARAMETER_MODELS:
         known = ", ".join(sorted(PARAMETER_MODELS))

@@ -132,19 +132,35 @@ def test_stretch_stops_at_the_budget():
 
 def test_a_stop_string_that_began_in_written_text_cuts_it():
     answer = Answer(stops=("Hello world",))
-    answer.add("nudger", "Say Hello", 2)
+    answer.add("nudger", "Say Hello", [3, 6])
     assert answer.final_text(done=False) == "Say "  # "Hello" may start the stop string
-    answer.add("base", " world again", 2)
+    answer.add("base", " world again", [6, 6])
     assert answer.text == "Say " and answer.stopped
-    assert answer.spans == [Span("nudger", "Say "), Span("base", "")]
-    assert answer.final_text(done=True) == ""
+    assert answer.spans == [Span("nudger", "Say ")]
+    assert answer.tokens == {"nudger": 2, "base": 0}  # " Hello" is cut, " " of it kept
+    answer.add("base", " more", [5])  # nothing is added after a stop
+    assert answer.text == "Say " and answer.final_text(done=True) == ""
+
+
+def test_a_token_the_stop_string_cuts_still_counts():
+    answer = Answer(stops=("i",))
+    answer.add("nudger", "Hi Bob", [2, 4])
+    assert answer.text == "H" and answer.tokens == {"nudger": 1, "base": 0}
+
+
+@pytest.mark.asyncio
+async def test_a_stop_inside_the_nudge_ends_the_answer_there():
+    script = "Hi Bob and more words here"
+    text, run, _ = await run_scripted(script, script, 0.99, 0.5, stop=("i",))
+    assert text == "H" and run.stats["end"] == "stop_string"
+    assert run.stats["nudged_tokens"] + run.stats["base_tokens_kept"] == 1
 
 
 def test_streamed_text_never_holds_a_stops_first_part():
     answer = Answer(stops=("nn",))
-    answer.add("base", " .n", 2)
+    answer.add("base", " .n", [2, 1])
     assert answer.final_text(done=False) == " ."
-    answer.add("nudger", "x", 1)
+    answer.add("nudger", "x", [1])
     assert answer.final_text(done=False) == "nx"
 
 

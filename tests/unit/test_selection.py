@@ -199,3 +199,19 @@ def test_metrics_per_strategy_histograms(app_client):
     assert samples[ratio.format("sum", "rain")] > 5  # chains, rollouts and judge calls
     body_source = 'align_strategy_selections_total{source="body",strategy="rain"}'
     assert body_source in app_client.get("/metrics").text
+
+
+@pytest.mark.parametrize(("body", "headers", "param"), [
+    ({"alignment": {"strategy": 5}}, {}, "alignment.strategy"),
+    ({"alignment": {"strategy": {"x": 1}}}, {}, "alignment.strategy"),
+    ({"alignment": 5}, {}, "alignment"),
+    ({}, {"X-Alignment": '{"strategy": 5}'}, "X-Alignment"),
+    ({}, {"X-Alignment": "true"}, "X-Alignment"),
+])
+def test_a_strategy_that_is_not_a_name_is_a_400(client, body, headers, param):
+    for route, extra in (("/v1/chat/completions", {"messages": [
+            {"role": "user", "content": "Hi"}]}), ("/v1/completions", {"prompt": "Hi"})):
+        reply = client.post(route, json={"model": "chat", "max_tokens": 2} | extra | body,
+                            headers=headers)
+        assert reply.status_code == 400, (route, reply.text)
+        assert reply.json()["error"]["param"] == param

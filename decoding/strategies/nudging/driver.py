@@ -14,7 +14,7 @@ tokens; text is emitted as soon as no later stop string can cut it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
@@ -47,41 +47,66 @@ from decoding.text import find_stop, stop_safe_length, tokens_before
 from decoding.types import FinishReason, SamplingOptions, TokenAccounting, TokenLogprob
 
 
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Text one model added, with the lengths of the tokens it came in."""
+
+    source: Source
+    text: str
+    token_lengths: tuple[int, ...]
+
+
 @dataclass(slots=True)
 class Answer:
-    """The answer being built, its spans, and how much of it the client has seen."""
+    """The answer being built, piece by piece, and how much of it the client has seen."""
 
     stops: tuple[str, ...]
+    pieces: list[Piece] = field(default_factory=list)
     text: str = ""
-    spans: list[Span] = field(default_factory=list)
     emitted: int = 0
-    tokens: dict[str, int] = field(default_factory=lambda: {"base": 0, "nudger": 0})
     stopped: bool = False
 
-    def add(self, source: Source, text: str, tokens: int) -> None:
+    def add(self, source: Source, text: str, token_lengths: Sequence[int]) -> None:
         """Append a model's text; a stop string (even one that began in text already
-        written) cuts the answer where it starts."""
-        full = self.text + text
-        cut = find_stop(full, self.stops)
+        written) cuts the answer where it starts, and nothing is added after that."""
+        if self.stopped or not text:
+            return
+        self.pieces.append(Piece(source, text, tuple(token_lengths)))
+        self.text += text
+        cut = find_stop(self.text, self.stops)
         if cut is not None:
             self.stopped = True
-            full = full[:cut]
             self._truncate(cut)
-            text = full[len(self.text):]
-        self.text = full
-        self.spans.append(Span(source, text))
-        self.tokens[source] += tokens
 
     def _truncate(self, length: int) -> None:
-        """Drop written spans past `length` characters (a stop string began in them)."""
+        """Keep the first `length` characters; a token cut by the stop still counts
+        (as vLLM counts the token a stop string ends in)."""
         kept, end = [], 0
-        for span in self.spans:
-            if end + len(span.text) > length:
-                span = Span(span.source, span.text[:length - end])
-            kept.append(span)
-            end += len(span.text)
-        self.spans = kept
+        for piece in self.pieces:
+            room = length - end
+            if room <= 0:
+                break
+            lengths, used = [], 0
+            for size in piece.token_lengths:
+                if used >= room:
+                    break
+                lengths.append(size)
+                used += size
+            kept.append(Piece(piece.source, piece.text[:room], tuple(lengths)))
+            end += len(kept[-1].text)
+        self.pieces = [piece for piece in kept if piece.text]
         self.text = self.text[:length]
+
+    @property
+    def spans(self) -> list[Span]:
+        return [Span(piece.source, piece.text) for piece in self.pieces]
+
+    @property
+    def tokens(self) -> dict[str, int]:
+        counts = {"base": 0, "nudger": 0}
+        for piece in self.pieces:
+            counts[piece.source] += len(piece.token_lengths)
+        return counts
 
     def final_text(self, done: bool) -> str:
         """New text that no later stop string can cut (all of it once `done`)."""
@@ -133,8 +158,8 @@ class NudgeState:
         return count if count is not None else len(
             self.nudger.engine.tokenize(nudge, add_special_tokens=False))
 
-    def nudger_text(self, text: str) -> int:
-        """Give the nudger new answer text; how many of its tokens that is. While the
+    def nudger_text(self, text: str) -> list[int]:
+        """Give the nudger new answer text; the lengths of its tokens for it. While the
         text goes on along the nudger's own chunk (on its token boundaries), the ledger
         takes the chunk's own ids, so what the nudger decoded beyond stays reusable."""
         chunk, start = self.chunk, self.chunk_chars
@@ -144,11 +169,12 @@ class NudgeState:
             if first is not None and last is not None:
                 self.nudger.ids += chunk.ids[first:last]
                 self.chunk_chars += len(text)
-                return last - first
+                return [len(t) for t in chunk.texts[first:last]]
         self.chunk_chars = -1
         before = len(self.nudger.ids)
         self.nudger.add_text(text)
-        return len(self.nudger.ids) - before
+        table = self.nudger.engine.token_texts()
+        return [len(table[i]) for i in self.nudger.ids[before:]]
 
     def rid(self, kind: str, step: int = 0) -> str:
         return f"{self.request_id}-r{self.rounds}{kind}{step or ''}"
@@ -243,59 +269,62 @@ class NudgingStrategy:
                           feed: ChunkFeed) -> None:
         state.chunk, state.chunk_chars = feed.chunk, 0
         sampling = _base_options(state, params, options)
+        eos_ids = state.base.engine.info.eos_token_ids
         boundary = 0
         fed = 0  # characters of the chunk the base's ledger holds
         stream: AsyncIterator[tuple[int, TokenLogprob]] | None = None
         takeover: tuple[int, TokenLogprob] | None = None
-        while takeover is None:
-            words = await feed.words(boundary + 1)
-            if boundary + 1 >= len(words.words):
-                break  # the chunk is complete and has no further word boundary
-            boundary += 1
-            state.base_text(words.prefix(boundary)[fed:])
-            fed = len(words.prefix(boundary))
-            stream = state.base.tokens(sampling, state.rid("b", boundary), accounting)
-            token_id, entry = await anext(stream)
-            candidate = (await feed.words(boundary + 1)).candidate(boundary)
-            if candidate == " " or token_id in state.base.engine.info.eos_token_ids:
+        try:
+            while takeover is None:
+                words = await feed.words(boundary + 1)
+                if boundary + 1 >= len(words.words):
+                    break  # the chunk is complete and has no further word boundary
+                boundary += 1
+                if len(words.words) > boundary + 1 and not words.words[boundary]:
+                    continue  # a double space: no word to compare, the base is not asked
+                state.base_text(words.prefix(boundary)[fed:])
+                fed = len(words.prefix(boundary))
+                stream = state.base.tokens(sampling, state.rid("b", boundary), accounting)
+                token_id, entry = await anext(stream)
+                candidate = (await feed.words(boundary + 1)).candidate(boundary)
+                if (candidate != " " and token_id not in eos_ids and base_takes_over(
+                        candidate, entry.token, entry.top[0].logprob, params.gamma)):
+                    takeover = token_id, entry
+                    break
                 await stream.aclose()
-                if candidate == " ":  # a double space: no word to compare
-                    continue
-                break  # the base would end the answer here: the nudger is asked again
-            if base_takes_over(candidate, entry.token, entry.top[0].logprob, params.gamma):
-                takeover = token_id, entry
-            else:
+                if candidate != " " and token_id in eos_ids:
+                    break  # the base would end the answer here: the nudger is asked again
+            taken = boundary if takeover is not None else max(boundary, 1)
+            nudge = (await feed.words(taken)).prefix(taken)
+            stretch: Stretch | None = None
+            exhausted = bool(nudge) and state.guard.exhausted(nudge)
+            if takeover is not None and stream is not None and not exhausted:
+                stretch = await self._base_stretch(state, params, nudge, takeover, stream)
+        finally:
+            if stream is not None:
                 await stream.aclose()
-        taken = boundary if takeover is not None else max(boundary, 1)
-        nudge = (await feed.words(taken)).prefix(taken)
-        stretch: Stretch | None = None
-        if takeover is not None and stream is not None:
-            if not state.guard.exhausted(nudge):
-                async with aclosing(stream):
-                    stretch = await self._base_stretch(state, params, nudge, takeover, stream)
-            else:
-                await stream.aclose()
-        elif nudge:
-            state.guard.exhausted(nudge)
         chunk = await feed.complete()
         if chunk.eos:  # the reference appends the nudger's whole chunk and stops
-            self._take_nudge(state, chunk.text, len(chunk.text.split()))
+            words_written = len(ChunkWords.split(chunk.text).words) if chunk.text else 0
+            self._take_nudge(state, chunk.text, words_written)
             state.ended("stop", "nudger_eos")
             return
-        if not nudge or state.guard.repeats >= state.guard.limit:
+        if not nudge or exhausted:
             state.ended("stop", "repeated_nudge" if nudge else "nudger_empty")
             return
         self._take_nudge(state, nudge, taken)
+        if state.answer.stopped:
+            return
         state.base_text(nudge[fed:])
         if stretch is not None:
             self._keep_stretch(state, stretch)
 
     def _take_nudge(self, state: NudgeState, nudge: str, words: int) -> None:
         """The nudge joins the answer (the nudger's ledger keeps its own tokens for it)."""
-        count = state.nudger_text(nudge)
+        lengths = state.nudger_text(nudge)
         if nudge:
             state.nudged_words += words
-            state.answer.add("nudger", nudge, count)
+            state.answer.add("nudger", nudge, lengths)
 
     async def _base_stretch(self, state: NudgeState, params: NudgingParams, nudge: str,
                             takeover: tuple[int, TokenLogprob],
@@ -337,7 +366,7 @@ class NudgingStrategy:
         state.base_discarded += len(ids) - keep
         if not run:
             return
-        state.answer.add("base", run, keep)
+        state.answer.add("base", run, [len(t) for t in texts[:keep]])
         state.base.ids += ids[:keep]
         state.nudger_text(run)
 
