@@ -655,3 +655,35 @@ def test_topk_probability_without_a_usable_top_k_is_the_raw_probability():
     assert topk_probability(math.log(0.2), [math.log(0.2), math.log(0.3)]) == pytest.approx(0.4)
     assert topk_probability(math.log(0.2), []) == pytest.approx(0.2)
     assert topk_probability(math.log(0.2), [-math.inf]) == pytest.approx(0.2)
+
+
+def test_a_real_failure_wins_over_a_spent_budget():
+    from decoding.strategies.rain.search import EngineCallBudgetSpent, first_leaf
+
+    group = BaseExceptionGroup("g", [EngineCallBudgetSpent(), ExceptionGroup(
+        "inner", [ValueError("engine")])])
+    assert isinstance(first_leaf(group), ValueError)
+    assert isinstance(first_leaf(BaseExceptionGroup("g", [EngineCallBudgetSpent()])),
+                      EngineCallBudgetSpent)
+
+
+@pytest.mark.asyncio
+async def test_one_failed_label_order_cancels_the_other():
+    import asyncio
+
+    from decoding.strategies.rain.scoring import both_orders
+
+    cancelled = []
+
+    async def pair(conversation, good_first):
+        if good_first:
+            raise RuntimeError("budget")
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    with pytest.raises(RuntimeError, match="budget"):
+        await both_orders(pair, "text")
+    assert cancelled == [True]

@@ -10,7 +10,7 @@ two tokens, not a top-k list) in both label orders. Modes:
 - `calibrated`: as `soft`, after dividing each letter's probability by its probability
   for a content-free answer ("N/A"), as in Zhao et al. 2021 ("Calibrate before use").
 
-Scores are memoised by exact text for the request; concurrent searches asking for the
+Scores are memoised by exact text for each choice; concurrent searches asking for the
 same text share one evaluation in flight.
 """
 
@@ -120,9 +120,21 @@ class Shared:
             raise
 
 
+async def both_orders(pair, conversation: str) -> list[tuple[float, float]]:
+    """Both label orders at once; if one fails, the other's engine request is cancelled
+    (a task group), so nothing is left running after a search ends."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(pair(conversation, order)) for order in (True, False)]
+    except BaseExceptionGroup as failed:  # the caller sees the error itself
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
 @dataclass(slots=True)
 class Evaluator:
-    """Scores texts with an engine; one per request (it holds that request's memo).
+    """Scores texts with an engine; one per choice (it holds that choice's memo, shared
+    by its concurrent searches; `n` > 1 choices each have their own).
 
     `audit_top` > 0 also asks for the top-`audit_top` log-probabilities and counts in
     `labels_outside_top` how often a label was not among them (the old reading then
@@ -195,11 +207,9 @@ class Evaluator:
 
     async def _score(self, conversation: str) -> float:
         self.evaluations += 1
-        pairs = list(await asyncio.gather(self._pair(conversation, True),
-                                          self._pair(conversation, False)))
+        pairs = await both_orders(self._pair, conversation)
         if self.mode == "calibrated":
-            free = await asyncio.gather(self._pair(CONTENT_FREE, True),
-                                        self._pair(CONTENT_FREE, False))
+            free = await both_orders(self._pair, CONTENT_FREE)
             pairs = [(good / max(f_good, 1e-9), bad / max(f_bad, 1e-9))
                      for (good, bad), (f_good, f_bad) in zip(pairs, free, strict=True)]
         return combine(pairs, self.mode)

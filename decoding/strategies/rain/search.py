@@ -495,9 +495,18 @@ class Chooser:
 
 
 def first_leaf(group: BaseExceptionGroup) -> BaseException:
-    """The first exception in a (nested) group, so callers see e.g. a plain 400."""
-    first = group.exceptions[0]
-    return first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+    """One exception of a (nested) group, so callers see e.g. a plain 400: a real
+    failure before a spent budget (which would end the answer quietly)."""
+    leaves = list(_leaves(group))
+    return next((e for e in leaves if not isinstance(e, EngineCallBudgetSpent)), leaves[0])
+
+
+def _leaves(group: BaseExceptionGroup):
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
 
 
 def chain_weight(chunk: GenerationChunk) -> Chain:
