@@ -395,3 +395,23 @@ def test_usage_reports_the_base_prompts_own_cache_hits(client, engines):
     # the base's first request holds the prompt and the first nudge word: all of the
     # prompt is in whole cached blocks the second time (the nudger's prompt is longer)
     assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == base_prompt
+
+
+@pytest.mark.parametrize("messages", [
+    [], [{"role": "system", "content": "Be kind."}],
+    [{"role": "assistant", "content": "Hello"}]])
+def test_rain_on_conversations_without_a_question_is_never_a_500(settings, messages):
+    from fastapi.testclient import TestClient
+
+    from server.app import build_app
+    from tests.unit.conftest import API_KEY
+
+    engines = {"chat": StandInEngine("chat", max_model_len=4096)}
+    with TestClient(build_app(settings.model_copy(update={"default_nudging_model": None}),
+                              engines), headers={"Authorization": f"Bearer {API_KEY}"}) as rain:
+        reply = rain.post("/v1/chat/completions", json={
+            "model": "chat", "messages": messages, "max_tokens": 2,
+            "alignment": {"strategy": "rain", "max_visits": 2, "min_searches": 1}})
+    assert reply.status_code in (200, 400), (reply.status_code, reply.text)
+    if reply.status_code == 400:
+        assert reply.json()["error"]["param"] == "messages"
