@@ -84,7 +84,6 @@ class Ledger:
                               ) -> AsyncIterator[tuple[int, TokenLogprob]]:
         assert self.session is not None
         given = 0
-        context = self.stream[:-1]  # the session's last token is decoded, not yet sent
         if self._ahead():  # decoded before: served again, then decoding goes on after them
             for position in range(len(self.ids), len(self.stream)):
                 if given == options.max_tokens:
@@ -92,19 +91,21 @@ class Ledger:
                     return
                 given += 1
                 yield self.stream[position], self.decoded[position]
-            new = self.stream[-1:]
+            new = self.stream[-1:]  # the last decoded token, now sent
         else:  # the session's context is a prefix of the ledger: send the rest
-            new = self.ids[len(context):]
+            new = self.ids[max(0, len(self.stream) - 1):]
+            del self.stream[max(0, len(self.stream) - 1):]
+            self.stream += new
+        # here `stream` is the context the next step gives the engine (`new` at its end)
         for _ in range(options.max_tokens - given):
-            opened = not self.stream
+            opened = len(self.stream) == len(new)
             chunk = await self.session.step(new, options)
             self.generated_tokens += 1
             if opened:  # a session reuses all but the tokens of its first step
                 self._count(chunk, self.engine.info.kv_block_size, accounting)
             token_id, entry = chunk.token_ids[0], chunk.logprobs[0]
-            context = context + new
-            self.stream = [*context, token_id]
-            self.decoded[len(context)] = entry
+            self.stream.append(token_id)  # in place: no copy of the context per token
+            self.decoded[len(self.stream) - 1] = entry
             yield token_id, entry
             new = [token_id]
         self.finish = "length"
