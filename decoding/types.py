@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
@@ -148,3 +148,9 @@ class EngineCounters:
     cached_tokens: int = 0
     generated_tokens: int = 0
     aborted: int = 0
+    # what the engine's scheduler ran (local vLLM engines only; see `EngineSteps`)
+    steps: int = 0                  # engine iterations that did work
+    step_requests: int = 0          # requests in those iterations, summed (÷ steps: batch)
+    computed_prompt_tokens: int = 0  # prompt tokens prefilled (not served from cache)
+    busy_seconds: float = 0.0       # time between iterations while requests were running
+    batch_sizes: dict[int, int] = field(default_factory=dict)  # steps by batch size (2^k)

@@ -19,6 +19,7 @@ from vllm.platforms import current_platform
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
+from vllm.v1.metrics.loggers import StatLoggerBase
 
 from decoding.engine import ModelInfo, ModelRole
 from decoding.errors import EngineUnavailable, InvalidRequest
@@ -55,11 +56,11 @@ class EngineConfig:
 class VllmEngine(HFTokenizerText):
     """One served model: an `AsyncLLM` with prefix caching, plus its tokenizer."""
 
-    def __init__(self, llm: AsyncLLM, info: ModelInfo) -> None:
+    def __init__(self, llm: AsyncLLM, info: ModelInfo, counters: EngineCounters) -> None:
         self._llm = llm
         self._tokenizer = llm.tokenizer
         self.info = info
-        self.counters = EngineCounters()
+        self.counters = counters
 
     @classmethod
     def start(cls, config: EngineConfig) -> VllmEngine:
@@ -75,7 +76,8 @@ class VllmEngine(HFTokenizerText):
             dtype=config.dtype,
             seed=config.seed,
         )
-        llm = _start_bound(args, config.cpu_cores)
+        counters = EngineCounters()
+        llm = _start_bound(args, config.cpu_cores, counters)
         tokenizer = llm.tokenizer
         has_template = getattr(tokenizer, "chat_template", None) is not None
         eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
@@ -96,7 +98,7 @@ class VllmEngine(HFTokenizerText):
             has_chat_template=has_template,
             kv_block_size=llm.vllm_config.cache_config.block_size,
         )
-        return cls(llm, info)
+        return cls(llm, info, counters)
 
     async def generate(
         self, prompt_token_ids: Sequence[int], options: SamplingOptions, request_id: str
@@ -221,17 +223,48 @@ class VllmSession:
         await outputs.aclose()  # aborts the request and cancels its input stream
 
 
-def _start_bound(args: AsyncEngineArgs, cores: str | None) -> AsyncLLM:
+class EngineSteps(StatLoggerBase):
+    """Records what the scheduler ran, step by step, into the engine's counters: the
+    profile behind a strategy's cost (batch sizes, prefill computed, busy time)."""
+
+    def __init__(self, counters: EngineCounters) -> None:
+        self.counters = counters
+        self.last: float | None = None  # when the last step that left work running ended
+
+    def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):
+        if scheduler_stats is None or iteration_stats is None:
+            return
+        now = iteration_stats.iteration_timestamp
+        counters = self.counters
+        computed = iteration_stats.prompt_token_stats.computed
+        if iteration_stats.num_generation_tokens or computed:
+            batch = scheduler_stats.num_running_reqs
+            counters.steps += 1
+            counters.step_requests += batch
+            counters.computed_prompt_tokens += computed
+            bucket = 1 << max(0, batch - 1).bit_length()
+            counters.batch_sizes[bucket] = counters.batch_sizes.get(bucket, 0) + 1
+            if self.last is not None:
+                counters.busy_seconds += now - self.last
+        self.last = now if scheduler_stats.num_running_reqs else None
+
+    def log_engine_initialized(self) -> None:
+        pass
+
+
+def _start_bound(args: AsyncEngineArgs, cores: str | None, counters: EngineCounters
+                 ) -> AsyncLLM:
     """Start the engine with its worker bound to `cores` (CPU backend; the worker
     process reads the binding from its environment when it is spawned). A binding the
     user set in the environment wins."""
     key = "VLLM_CPU_OMP_THREADS_BIND"
+    loggers = [lambda _config, _index: EngineSteps(counters)]
     if cores is None or not current_platform.is_cpu() or key in os.environ:
-        return AsyncLLM.from_engine_args(args)
+        return AsyncLLM.from_engine_args(args, stat_loggers=loggers)
     os.environ[key] = cores
     try:
         logger.info("engine %s: worker bound to CPU cores %s", args.served_model_name, cores)
-        return AsyncLLM.from_engine_args(args)
+        return AsyncLLM.from_engine_args(args, stat_loggers=loggers)
     finally:
         del os.environ[key]
 

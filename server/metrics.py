@@ -80,8 +80,29 @@ class _EngineCollector(Collector):
                                            labels=["model"]),
             "running": GaugeMetricFamily("align_engine_running_requests",
                                          "Engine requests in flight", labels=["model"]),
+            "steps": CounterMetricFamily("align_engine_steps",
+                                         "Scheduler iterations that did work",
+                                         labels=["model"]),
+            "step_requests": CounterMetricFamily(
+                "align_engine_step_requests",
+                "Requests in each iteration, summed (÷ steps: the mean batch)",
+                labels=["model"]),
+            "computed_prompt_tokens": CounterMetricFamily(
+                "align_engine_prefill_computed_tokens",
+                "Prompt tokens the engine computed (not served from the prefix cache)",
+                labels=["model"]),
+            "busy_seconds": CounterMetricFamily(
+                "align_engine_busy_seconds",
+                "Time between iterations while requests were running", labels=["model"]),
         }
+        batches = CounterMetricFamily("align_engine_steps_by_batch",
+                                      "Iterations by batch size (requests, up to a power "
+                                      "of two)", labels=["model", "batch"])
         for model_id, engine in self._engines.items():
+            counters = engine.counters
             for name, family in families.items():
-                family.add_metric([model_id], getattr(engine.counters, name))
+                family.add_metric([model_id], getattr(counters, name))
+            for size, steps in sorted(counters.batch_sizes.items()):
+                batches.add_metric([model_id, str(size)], steps)
         yield from families.values()
+        yield batches

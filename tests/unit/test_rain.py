@@ -687,3 +687,62 @@ async def test_one_failed_label_order_cancels_the_other():
     with pytest.raises(RuntimeError, match="budget"):
         await both_orders(pair, "text")
     assert cancelled == [True]
+
+
+class PacedEngine(StandInEngine):
+    """A stand-in that takes a little time per token, so expansions are still running
+    when the next search selects."""
+
+    async def generate(self, prompt_token_ids, options, request_id):
+        async for chunk in super().generate(prompt_token_ids, options, request_id):
+            await asyncio.sleep(0.001 * len(chunk.token_ids))
+            yield chunk
+
+
+@pytest.mark.asyncio
+async def test_background_expansions_build_the_tree_the_sequential_loop_builds(monkeypatch):
+    from decoding.strategies.rain import search
+
+    class SequentialChooser(search.Chooser):
+        """The reference's order: expand the leaf, then evaluate it."""
+
+        async def simulate(self, visit):
+            path = visit.path
+            text = self.engine.detokenize(self.answer_ids(path))
+            done = self.finished(path, text)
+            if not done and not path[-1].children:
+                await self.expand(path[-1], list(path))
+            value, vectors = await self.evaluate(visit, text, done)
+            return value, [None, *vectors]
+
+    params = RainParams(max_visits=12, min_searches=4, min_visits=2, return_tree=True)
+    background = await rain_answer(PacedEngine("policy"), KeywordJudge("zz"), params,
+                                   max_tokens=20)
+    monkeypatch.setattr(search, "Chooser", SequentialChooser)
+    sequential = await rain_answer(PacedEngine("policy"), KeywordJudge("zz"), params,
+                                   max_tokens=20)
+    assert background[0] == sequential[0]
+    assert background[1].extras["tree"] == sequential[1].extras["tree"]
+    for key in ("searches", "evaluations", "committed_sets", "similarity_updates"):
+        assert background[1].stats[key] == sequential[1].stats[key]
+
+
+@pytest.mark.asyncio
+async def test_an_expansion_nothing_needs_is_aborted_when_the_answer_ends():
+    policy = PacedEngine("policy")
+    _text, run = await rain_answer(policy, KeywordJudge("zz"), SMALL, max_tokens=20)
+    assert run.stats["end"] == "max_tokens"
+    assert policy.counters.running == 0
+
+
+@pytest.mark.asyncio
+async def test_parallel_searches_never_visit_an_unexpanded_leaf_twice_in_a_round():
+    # four parallel searches from a bare root: the reference would expand the root after
+    # its first visit and spend the next three on its children
+    params = RainParams(max_visits=4, min_searches=1, min_visits=10, parallel_searches=4,
+                        return_tree=True)
+    _text, run = await rain_answer(StandInEngine("policy"), KeywordJudge("zz"), params,
+                                   max_tokens=4)
+    first = run.extras["tree"][0]
+    assert first["visits"] == 4
+    assert sum(child["whole_visits"] for child in first["children"]) == 3

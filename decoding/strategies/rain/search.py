@@ -3,9 +3,11 @@
 One search is the textbook loop over a `Search` state: `select` a leaf by PUCT (widening
 look-alike bad nodes on the way), `expand` it (its candidate chains are concurrent
 engine requests, batched by vLLM), `evaluate` it (roll out to the next punctuation, let
-the evaluator judge the text, embed the path) and `back_up` the value. Expansion runs
-beside evaluation. `parallel_searches` > 1 selects several leaves at once under virtual
-loss; backups then apply in selection order. Every engine request's seed is derived
+the evaluator judge the text, embed the path) and `back_up` the value. An expansion runs
+in the background from its leaf's evaluation on; only a later descent into that leaf
+waits for it, so each selection sees the tree the reference's sequential loop builds.
+`parallel_searches` > 1 selects several distinct leaves at once under virtual loss;
+backups then apply in selection order. Every engine request's seed is derived
 from where it sits (choice, purpose, the answer's tokens so far, chain index), so a
 seeded search repeats. Each round's engine work runs in a task group: whatever ends a
 search (a spent budget, an error, a disconnect) aborts every request it started.
@@ -137,6 +139,8 @@ class Chooser:
     evaluator: Evaluator = field(init=False)
     prompt_text: str = field(init=False)  # detokenised once, judged in every evaluation
     first_visits: int = 0  # the root's whole visits when the current decision began
+    expanding: dict[Node, asyncio.Task] = field(default_factory=dict)  # in the background
+    embedded: dict[str, np.ndarray] = field(default_factory=dict)  # by text
 
     def __post_init__(self) -> None:
         self.evaluator = Evaluator(self.judge, principle_for(self.params.principle),
@@ -234,7 +238,7 @@ class Chooser:
     async def select(self) -> Visit:
         node, path = self.state.root, [self.state.root]
         p = self.params
-        while node.children:
+        while await self.settled(node):
             answer = self.answer_ids(path)
             if should_add_child(node, p.max_children, p.addition_variance,
                                 self.child_length(node, answer)):
@@ -357,31 +361,75 @@ class Chooser:
             return await self.evaluator.score(conversation)
 
     async def embed(self, path: list[Node], tail: str) -> list[np.ndarray]:
-        """Each non-root node's text from its first token through the rollout."""
+        """Each non-root node's text from its first token through the rollout (a text
+        seen before in this choice is not embedded again)."""
         with self.phase("embed"):
             texts = [self.engine.detokenize([t for n in path[i:] for t in n.token_ids]) + tail
                      for i in range(1, len(path))]
-            return await self.embedder.embed(texts)
+            new = list(dict.fromkeys(t for t in texts if t not in self.embedded))
+            for text, vector in zip(new, await self.embedder.embed(new), strict=True):
+                self.embedded[text] = vector
+            return [self.embedded[text] for text in texts]
 
-    async def simulate(self, visit: Visit, expand: bool) -> tuple[float, list]:
-        """Evaluation, with the leaf's expansion running beside it."""
+    async def simulate(self, visit: Visit) -> tuple[float, list]:
+        """Evaluation, with the leaf's expansion started beside it (see `settled`)."""
         path = visit.path
         text = self.engine.detokenize(self.answer_ids(path))
         done = self.finished(path, text)
-        async with asyncio.TaskGroup() as group:
-            judged = group.create_task(self.evaluate(visit, text, done))
-            if expand and not done and not path[-1].children:
-                group.create_task(self.timed("expand", self.expand(path[-1], path)))
-        value, vectors = judged.result()
+        leaf = path[-1]
+        if not done and not leaf.children and leaf not in self.expanding:
+            self.expanding[leaf] = asyncio.create_task(
+                self.timed("expand", self.expand(leaf, list(path))))
+        value, vectors = await self.evaluate(visit, text, done)
         return value, [None, *vectors]
 
     async def timed(self, name: str, work) -> None:
         with self.phase(name):
             await work
 
-    def back_up(self, visit: Visit, value: float, embeddings: list) -> None:
+    async def settled(self, node: Node) -> bool:
+        """Whether `node` has children, once its expansion (if one is running) is done.
+
+        An expansion runs on in the background after its leaf's evaluation is backed up:
+        only a later descent into that very node needs its children, and it waits here,
+        so every selection sees the tree the reference's sequential loop would."""
+        task = self.expanding.get(node)
+        if task is not None:
+            try:
+                await asyncio.shield(task)
+            finally:
+                if task.done():
+                    del self.expanding[node]
+        return bool(node.children)
+
+    def check_expansions(self) -> None:
+        """Raise what a finished background expansion raised (a spent budget, an engine
+        error), as the reference's loop would have when it ran it."""
+        for node, task in list(self.expanding.items()):
+            if task.done():
+                del self.expanding[node]
+                task.result()
+
+    async def settle_expansions(self) -> None:
+        for node in list(self.expanding):
+            await self.settled(node)
+
+    async def stop_expansions(self) -> None:
+        """Cancel the expansions nothing will need (their engine requests are aborted)."""
+        tasks = list(self.expanding.values())
+        self.expanding.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @staticmethod
+    def leave(visit: Visit) -> None:
+        """Take back the virtual loss `select` put on the path."""
         for node in visit.path:
             node.virtual -= 1
+
+    def back_up(self, visit: Visit, value: float, embeddings: list) -> None:
+        self.leave(visit)
         self.state.similarity_updates += backup(visit.path, value, embeddings,
                                                 self.params.similarity_gamma,
                                                 self.params.similarity_threshold)
@@ -389,32 +437,35 @@ class Chooser:
     # --- the outer loop ------------------------------------------------------------------
 
     async def search_round(self) -> None:
-        """`parallel_searches` searches: select in turn, simulate together, back up in
-        selection order."""
+        """Up to `parallel_searches` searches: select in turn, simulate together, back up
+        in selection order. A selection that reaches a leaf this round already holds ends
+        the round early: the reference would have expanded that leaf first and gone
+        deeper, so counting it again would be a visit the sequential search never makes."""
         root, p = self.state.root, self.params
         target = max(p.max_visits, self.first_visits + p.min_searches)
+        visits: list[Visit] = []
         with self.phase("select"):
-            visits = [await self.select()
-                      for _ in range(min(p.parallel_searches, target - root.fn))]
-        leaves: set[int] = set()
+            for _ in range(min(p.parallel_searches, target - root.fn)):
+                visit = await self.select()
+                if any(v.path[-1] is visit.path[-1] for v in visits):
+                    self.leave(visit)
+                    break
+                visits.append(visit)
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = []
-                for visit in visits:
-                    tasks.append(group.create_task(
-                        self.simulate(visit, expand=id(visit.path[-1]) not in leaves)))
-                    leaves.add(id(visit.path[-1]))
+                tasks = [group.create_task(self.simulate(visit)) for visit in visits]
         except BaseExceptionGroup as failed:  # the task group has cancelled the rest
             raise first_leaf(failed) from None
         with self.phase("backup"):
             for visit, task in zip(visits, tasks, strict=True):
                 self.back_up(visit, *task.result())
         self.state.searches += len(visits)
+        self.check_expansions()
 
-    def decided(self) -> bool:
+    async def decided(self) -> bool:
         """Enough visits, nothing to expand, or the reference's early stop."""
         root, p = self.state.root, self.params
-        if not root.children:
+        if not await self.settled(root):
             return True
         best = commit_choice(root)
         return (root.fn >= max(p.max_visits, self.first_visits + p.min_searches)
@@ -450,6 +501,13 @@ class Chooser:
         return new
 
     async def answer(self) -> AsyncIterator[TextDelta | Progress]:
+        try:
+            async for item in self.decisions():
+                yield item
+        finally:
+            await self.stop_expansions()
+
+    async def decisions(self) -> AsyncIterator[TextDelta | Progress]:
         state = self.state
         finish: FinishReason | None = None
         last = time.monotonic()
@@ -457,12 +515,14 @@ class Chooser:
             self.first_visits = state.root.fn
             try:
                 await self.search_round()  # at least one per decision, as the reference
-                while not self.decided():
+                while not await self.decided():
                     if time.monotonic() - last >= PROGRESS_SECONDS:
                         last = time.monotonic()
                         yield Progress(self.index, f"searching: {state.searches} searches, "
                                        f"{state.tree_nodes} tree nodes")
                     await self.search_round()
+                if self.params.return_tree:  # list the tree the sequential loop holds
+                    await self.settle_expansions()
             except EngineCallBudgetSpent:
                 state.end = "engine_call_budget"
             if not state.root.children or state.end:
@@ -548,9 +608,11 @@ class RainStrategy:
         budget = Budget(params.max_engine_calls)
         choosers = [Chooser(request, params, index, judge, self.embedder, run.accounting,
                             budget) for index in range(request.n)]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         async for delta in merge_streams([c.answer() for c in choosers]):
             yield delta
+        # the event loop's own CPU (all requests' Python: exact when this one ran alone)
+        run.stats["event_loop_cpu_seconds"] = round(time.thread_time() - cpu, 4)
         accounting = run.accounting
         accounting.completion_tokens = sum(len(c.state.committed) for c in choosers)
         stats = [c.stats() for c in choosers]
