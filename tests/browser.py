@@ -15,7 +15,7 @@ from typing import Any
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SCREENSHOTS = Path(__file__).parents[1] / "docs" / "playground"
@@ -30,6 +30,7 @@ def headless_chromium(width: int = 1500, height: int = 1100) -> Iterator[webdriv
         "--no-sandbox",
         "--disable-dev-shm-usage",
         "--disable-gpu",
+        "--hide-scrollbars",
         f"--window-size={width},{height}",
     ):
         options.add_argument(flag)
@@ -84,14 +85,16 @@ class Playground:
         return (root or self.driver).find_elements("css selector", selector)
 
     def set_value(self, selector: str, value: object, root: WebElement | None = None) -> None:
-        """Set a field and fire `change`, as typing then leaving the field does."""
-        field = self.find(selector, root)
-        self.driver.execute_script(
+        """Set a field (or pick an option) and fire `change`, as a person leaving it does."""
+        text = "" if value is None else str(value)
+        taken = self.driver.execute_script(
             "arguments[0].value = arguments[1];"
-            "arguments[0].dispatchEvent(new Event('change', {bubbles: true}));",
-            field,
-            "" if value is None else str(value),
+            "arguments[0].dispatchEvent(new Event('change', {bubbles: true}));"
+            "return arguments[0].value;",
+            self.find(selector, root),
+            text,
         )
+        assert taken == text, f"{selector} has no option {text!r}"
 
     def enter_key(self, key: str) -> None:
         self.set_value("#api-key", key)
@@ -106,10 +109,16 @@ class Playground:
         )
 
     def choose_model(self, model: str) -> None:
+        """Once /v1/models has answered (the list is refilled whenever the key changes)."""
         self.wait(
-            lambda d: model in [o.get_property("value") for o in self.find_all("#model option")]
+            lambda d: (
+                model
+                in d.execute_script(
+                    "return [...document.querySelectorAll('#model option')].map(o => o.value)"
+                )
+            )
         )
-        Select(self.find("#model")).select_by_value(model)
+        self.set_value("#model", model)
 
     def set_question(self, question: str) -> None:
         self.set_value("#messages .message .content", question)
@@ -131,17 +140,13 @@ class Playground:
         while len(self.columns()) < len(strategies):
             self.find("#add-column").click()
         for column, strategy in zip(self.columns(), strategies, strict=True):
-            Select(self.find(".strategy", column)).select_by_value(strategy)
+            self.set_value(".strategy", strategy, column)
         return self.columns()
 
     def configure(self, column: WebElement, **fields: object) -> None:
         """Column fields by their class, e.g. `gamma=0.4`, `max_visits=2`, `extra_json=...`."""
         for name, value in fields.items():
-            selector = "." + name.replace("_", "-")
-            if self.find(selector, column).tag_name == "select":
-                Select(self.find(selector, column)).select_by_value(str(value))
-            else:
-                self.set_value(selector, value, column)
+            self.set_value("." + name.replace("_", "-"), value, column)
 
     def run(self, timeout: float = 60) -> float:
         """Press Run and wait for every column to finish; the seconds it took."""
