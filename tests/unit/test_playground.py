@@ -127,6 +127,7 @@ def test_three_columns_show_what_the_api_answers(page, live_url):
     stats = nudged["alignment"]["stats"]
     assert page.metric(nudging, "nudge-ratio") == f"{stats['nudge_ratio']:.3f}"
     assert page.metric(nudging, "rounds") == str(stats["rounds"])
+    assert page.metric(nudging, "handoffs") == "3"
 
     searched = answer(live_url, "base", RAIN | RAIN_JUDGE | {"return_tree": True}, **options)
     sets = [text for _, text in page.pieces(rain, ".set")]

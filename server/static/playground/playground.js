@@ -304,10 +304,12 @@ function showResult(column, run) {
     ["engine-tokens", "engine tokens per answer token", engineTokensPerAnswerToken(alignment)],
   ];
   if (alignment.strategy === "nudging") {
+    const spans = alignment.spans;
     rows.push(["nudge-ratio", "nudge ratio", fixed(stats.nudge_ratio, 3)],
+              ["handoffs", "handoffs (source changes)", spans ? spans.length - 1 : "—"],
               ["rounds", "rounds (nudger chunks)", stats.rounds],
               ["nudged-words", "nudged words", stats.nudged_words], ["end", "end", stats.end]);
-    showSpans(column, alignment.spans, run.text);
+    showSpans(column, spans, run.text);
   } else if (alignment.strategy === "rain") {
     rows.push(["committed-sets", "committed token sets", stats.committed_sets],
               ["searches", "searches", stats.searches],
