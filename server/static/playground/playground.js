@@ -342,8 +342,8 @@ function engineTokensPerAnswerToken(alignment) {
     const decoded = Object.values(stats.engine_generated_tokens).reduce((a, b) => a + b, 0);
     const answer = stats.nudged_tokens + stats.base_tokens_kept;
     const per = stats.engine_generated_tokens;
-    return answer ? `${fixed(decoded / answer, 2)} (base ${per.base}, nudger ${per.nudger}`
-      + ` of ${answer})` : "—";
+    return answer ? `${fixed(decoded / answer, 2)} (base ${per.base} + nudger ${per.nudger}`
+      + ` decoded for ${answer})` : "—";
   }
   return "—";
 }
