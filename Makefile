@@ -12,16 +12,16 @@ TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 TORCH_SPEC ?= torch==2.13.0+cpu
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: serve test unit lint install models bench clean gateway
+.PHONY: serve test unit lint install models bench clean gateway browser
 
 serve: models
 	$(BIN)/align-serve --host $(HOST) --port $(PORT) $(ARGS)
 
-test: install models gateway
+test: install models gateway browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-unit: install
+unit: install browser
 	$(BIN)/pytest -m "not slow"
 
 lint: install
@@ -51,6 +51,12 @@ models: install
 gateway:
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light)
+
+# The playground tests drive Debian's Chromium (headless) through its own chromedriver.
+browser:
+	test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -17,7 +17,7 @@ from server.engines import start_engines, stop_engines, warm_up
 from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.middleware import BodySizeLimit, ErrorBoundary, RequestId
-from server.routers import chat, completions, health, metrics, models, tokenize
+from server.routers import chat, completions, health, metrics, models, pages, tokenize
 from server.selection import Capabilities
 
 
@@ -61,4 +61,5 @@ def build_app(settings: Settings, engines: Mapping[str, Engine] | None = None) -
                    metrics.router):
         app.include_router(router, dependencies=auth)
     app.include_router(health.router)
+    app.include_router(pages.router)  # the pages need no key; the API calls they make do
     return app

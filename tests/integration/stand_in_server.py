@@ -1,9 +1,12 @@
 """align-serve over stand-in engines, served for real by uvicorn (for gateway tests).
 
-    python -m tests.integration.stand_in_server --port P
+    python -m tests.integration.stand_in_server --port P [--playground]
 
 Models: `chat` (a slow stand-in: 20 ms a token) and `dead` (an engine that is dead).
 At most one request in flight per model, so a second concurrent one gets 429.
+With `--playground`: `chat` and `base` (both slow, so streams are visible), which serve
+all three strategies (RAIN with the hash embedder), no API key and no admission limit:
+the playground page over stand-ins, to look at without vLLM.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import asyncio
 
 import uvicorn
 
+from decoding.embeddings import HashEmbedder
 from decoding.stand_in import StandInEngine
+from decoding.strategies import STRATEGIES, RainStrategy
 from server.app import build_app
 from server.config import Settings
 
@@ -28,7 +33,16 @@ class SlowStandIn(StandInEngine):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--playground", action="store_true")
     args = parser.parse_args()
+    if args.playground:
+        STRATEGIES["rain"] = RainStrategy(HashEmbedder())
+        engines = {"chat": SlowStandIn("chat", max_model_len=4096),
+                   "base": SlowStandIn("base", role="base", max_model_len=4096)}
+        settings = Settings(models=[], default_nudging_model="chat")
+        uvicorn.run(build_app(settings, engines), host="127.0.0.1", port=args.port,
+                    log_level="warning")
+        return
     dead = StandInEngine("dead")
     dead.dead = True
     engines = {"chat": SlowStandIn("chat"), "dead": dead}

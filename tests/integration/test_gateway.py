@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from clients.servers import free_port, launch
-from tests.integration.conftest import API_KEY, GEMMA
+from tests.browser import Playground, headless_chromium
+from tests.integration.conftest import API_KEY, GEMMA, SMOL
 
 pytestmark = pytest.mark.slow
 TEMPLATE = Path(__file__).parents[2] / "docker" / "nginx" / "align-serve.conf.template"
@@ -136,3 +137,21 @@ def test_429_and_503_bodies_pass_through(stand_in_gateway):
     assert dead.json()["error"]["code"] == "engine_unavailable"
     health = httpx.get(f"{stand_in_gateway}/health")
     assert health.status_code == 503 and json.loads(health.text)["error"]["message"]
+
+
+def test_the_playground_works_through_nginx(gateway):
+    """Relative URLs only: the home page's link, the page, its files and its streamed API
+    calls all pass the gateway."""
+    with headless_chromium() as driver:
+        driver.get(f"{gateway}/")
+        driver.find_element("link text", "Playground").click()
+        page = Playground(driver, gateway)
+        page.wait(lambda d: d.execute_script("return document.body.dataset.state") == "idle")
+        assert driver.current_url == f"{gateway}/playground"
+        page.enter_key(API_KEY)
+        page.choose_model(SMOL)
+        page.set_options(max_tokens=8, temperature=0)
+        (vanilla,) = page.set_columns("vanilla")
+        page.run(timeout=120)
+        assert page.state(vanilla) == "done" and page.answer(vanilla)
+        assert page.metric(vanilla, "tokens") == "8"
