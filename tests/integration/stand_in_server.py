@@ -4,10 +4,10 @@ signals, exit status), for gateway and fault tests.
     python -m tests.integration.stand_in_server --port P [--shutdown-drain S]
         [--dead-engine-exit-after S] [--max-concurrent-requests N]
 
-Models: `chat` and `other` (slow stand-ins: 20 ms a token) and `dead` (a remote engine
-that is down: 503s, but its death is not the server's). SIGUSR1 kills `chat`'s engine,
-as if its core process had died. At exit, one JSON line on stdout gives each engine's
-requests still running and aborted.
+Models: `chat` and `base` (slow stand-ins, 20 ms a token; `base` is a base model) and
+`dead` (a remote engine that is down: 503s, but its death is not the server's). SIGUSR1
+kills `chat`'s engine, as if its core process had died. At exit, one JSON line on stdout
+gives each engine's requests still running and aborted.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--dead-engine-exit-after", type=float, default=5.0)
     parser.add_argument("--max-concurrent-requests", type=int, default=1)
     args = parser.parse_args()
-    engines = {"chat": SlowStandIn("chat"), "other": SlowStandIn("other"),
+    engines = {"chat": SlowStandIn("chat"), "base": SlowStandIn("base", role="base"),
                "dead": StandInEngine("dead", local=False)}
     engines["dead"].dead = True
 

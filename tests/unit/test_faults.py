@@ -19,6 +19,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from clients.servers import Launched, free_port, launch
+from decoding.engine import ModelInfo
+from decoding.errors import EngineUnavailable
+from decoding.remote_engine import RemoteConfig, RemoteEngine
+from decoding.types import GenerationChunk, SamplingOptions
 from server.app import build_app
 from server.draining import Drain
 from server.runner import EXIT_ENGINE_DIED
@@ -86,11 +90,11 @@ def assert_complete_sse(lines: list[str]) -> list[dict]:
 
 
 def test_engine_dying_mid_stream_ends_its_streams_and_spares_the_others(settings):
-    engines = {"chat": SlowStandIn("chat"), "other": SlowStandIn("other")}
+    engines = {"chat": SlowStandIn("chat"), "base": SlowStandIn("base", role="base")}
     with TestClient(
         build_app(settings, engines), headers={"Authorization": f"Bearer {API_KEY}"}
     ) as client:
-        streams: dict[str, list[str]] = {"chat": [], "other": []}
+        streams: dict[str, list[str]] = {"chat": [], "base": []}
         started = {model: threading.Event() for model in streams}
 
         def read(model: str, max_tokens: int) -> None:
@@ -102,7 +106,7 @@ def test_engine_dying_mid_stream_ends_its_streams_and_spares_the_others(settings
 
         readers = [
             threading.Thread(target=read, args=("chat", 400)),
-            threading.Thread(target=read, args=("other", 60)),
+            threading.Thread(target=read, args=("base", 60)),
         ]
         for reader in readers:
             reader.start()
@@ -113,10 +117,10 @@ def test_engine_dying_mid_stream_ends_its_streams_and_spares_the_others(settings
         error = assert_complete_sse(streams["chat"])[-1]["error"]
         assert (error["type"], error["code"]) == ("service_unavailable_error", "engine_unavailable")
         assert "'chat'" in error["message"]
-        last = assert_complete_sse(streams["other"])[-1]
+        last = assert_complete_sse(streams["base"])[-1]
         assert last["choices"][0]["finish_reason"] == "length"
         health = assert_error(client.get("/health"), 503, code="engine_unavailable")
-        assert "'chat'" in health["message"] and "'other'" not in health["message"]
+        assert "'chat'" in health["message"] and "'base'" not in health["message"]
         assert_error(
             client.post("/v1/chat/completions", json=chat("chat", 5)),
             503,
@@ -124,11 +128,11 @@ def test_engine_dying_mid_stream_ends_its_streams_and_spares_the_others(settings
         )
         assert (
             client.post(
-                "/v1/chat/completions", json=chat("other", 5) | {"stream": False}
+                "/v1/chat/completions", json=chat("base", 5) | {"stream": False}
             ).status_code
             == 200
         )
-    assert engines["chat"].counters.running == engines["other"].counters.running == 0
+    assert engines["chat"].counters.running == engines["base"].counters.running == 0
 
 
 # -- the runner in a subprocess ----------------------------------------------------------
@@ -215,7 +219,7 @@ def test_engine_death_gives_503s_then_the_server_exits_75(tmp_path):
     with stand_in_server(tmp_path, "--dead-engine-exit-after", "3") as server:
         streams = Streams(server.url)
         streams.open("dying", chat("chat", 400))  # 8 s at 20 ms a token
-        streams.open("spared", chat("other", 150))  # 3 s
+        streams.open("spared", chat("base", 150))  # 3 s
         server.process.send_signal(signal.SIGUSR1)  # chat's engine dies
         killed = time.monotonic()
         while "'chat'" not in (health := httpx.get(f"{server.url}/health")).text:
@@ -229,7 +233,7 @@ def test_engine_death_gives_503s_then_the_server_exits_75(tmp_path):
             f"{server.url}/v1/chat/completions",
             headers=HEADERS,
             timeout=30,
-            json=chat("other", 5) | {"stream": False},
+            json=chat("base", 5) | {"stream": False},
         )
         assert served.status_code == 200
         streams.join()
@@ -246,7 +250,7 @@ def test_engine_death_gives_503s_then_the_server_exits_75(tmp_path):
 def test_sigterm_under_load_drains_refuses_and_exits_0(tmp_path):
     with stand_in_server(tmp_path, "--shutdown-drain", "5") as server:
         streams = Streams(server.url)
-        streams.open("finishes", chat("other", 60))  # 1.2 s: within the drain
+        streams.open("finishes", chat("base", 60))  # 1.2 s: within the drain
         streams.open("cut", chat("chat", 450))  # 9 s: cut at the drain's end
         server.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 2
@@ -269,7 +273,7 @@ def test_sigterm_under_load_drains_refuses_and_exits_0(tmp_path):
         status, engines = exit_report(server, 30)
         assert status == 0
         assert all(counts["running"] == 0 for counts in engines.values())
-        assert engines["chat"]["aborted"] >= 1 and engines["other"]["aborted"] == 0
+        assert engines["chat"]["aborted"] >= 1 and engines["base"]["aborted"] == 0
 
 
 def test_idle_sigterm_exits_0_at_once_despite_a_keep_alive_connection(tmp_path):
@@ -294,3 +298,65 @@ def test_a_second_signal_exits_without_waiting(tmp_path):
         assert status == 0
         streams.threads[0].join(10)
         assert isinstance(streams.failures["held"], httpx.RemoteProtocolError)  # cut off
+
+
+def test_a_dead_remote_engine_never_makes_the_server_exit(tmp_path):
+    with stand_in_server(tmp_path, "--dead-engine-exit-after", "0") as server:
+        dead = httpx.post(
+            f"{server.url}/v1/chat/completions",
+            headers=HEADERS,
+            json=chat("dead", 5) | {"stream": False},
+        )
+        assert_error(dead, 503, code="engine_unavailable")
+        time.sleep(2)  # four looks at the engines
+        assert server.process.poll() is None
+        assert httpx.get(f"{server.url}/v1/models", headers=HEADERS).status_code == 200
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(10) == 0
+
+
+# -- a remote engine going away ----------------------------------------------------------
+
+
+def remote_engine(url: str) -> RemoteEngine:
+    config = RemoteConfig(model_id="remote", url=url, remote_model="m", tokenizer_dir="")
+    info = ModelInfo("remote", f"{url}#m", "chat", 512, 258, (257,), 256, True, local=False)
+    return RemoteEngine(config, None, info)
+
+
+def test_a_remote_engine_gone_or_dying_mid_stream_is_unavailable():
+    """Refused at once when its server is gone; mid-stream, a dropped connection."""
+    event = {"choices": [{"text": "a", "logprobs": {"tokens": ["token_id:97"]}}]}
+    body = f"data: {json.dumps(event)}\n\n".encode()
+
+    async def one_event_then_drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n" % (len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        gone = remote_engine(f"http://127.0.0.1:{free_port()}")
+        assert not gone.dead and not gone.info.local
+        with pytest.raises(EngineUnavailable):
+            [c async for c in gone.generate([1, 2, 3], SamplingOptions(max_tokens=8), "r-1")]
+        with pytest.raises(EngineUnavailable):
+            await gone.check_health()
+        await gone.shutdown()
+        server = await asyncio.start_server(one_event_then_drop, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        dying = remote_engine(f"http://127.0.0.1:{port}")
+        chunks: list[GenerationChunk] = []
+        with pytest.raises(EngineUnavailable, match="remote engine of 'remote'"):
+            async for chunk in dying.generate([1, 2, 3], SamplingOptions(max_tokens=8), "r-2"):
+                chunks.append(chunk)
+        assert [c.token_ids for c in chunks] == [[97]]
+        assert dying.counters.running == 0 and dying.counters.aborted == 1
+        await dying.shutdown()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(scenario())
