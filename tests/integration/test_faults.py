@@ -28,7 +28,8 @@ from tests.integration.conftest import TINY_CONTEXT
 
 pytestmark = pytest.mark.slow
 
-TINY_A, TINY_B = "tiny-a", "tiny-b"  # two engines on the same tiny random Llama
+#: Two engines on the same tiny random Llama: a chat model, and a base model it can nudge.
+TINY_A, TINY_B = "tiny-a", "tiny-b"
 DEAD_ENGINE_EXIT_AFTER = 5
 
 
@@ -37,8 +38,8 @@ def small_server(tmp_path: Path, tiny_llama: Path, *flags: str) -> Iterator[Laun
     models = tmp_path / "models.yaml"
     models.write_text(
         "".join(
-            f"- {{id: {name}, source: '{tiny_llama}', max_model_len: {TINY_CONTEXT}}}\n"
-            for name in (TINY_A, TINY_B)
+            f"- {{id: {name}, source: '{tiny_llama}', max_model_len: {TINY_CONTEXT}{role}}}\n"
+            for name, role in ((TINY_A, ""), (TINY_B, ", role: base"))
         )
     )
     server = ours(
