@@ -57,8 +57,11 @@ USER align
 RUN if [ "$PREPARE_MODELS" = "1" ]; then align-serve --prepare-only; fi
 VOLUME /models
 EXPOSE 8000
-# SIGTERM: uvicorn stops accepting, lets in-flight requests finish for up to 30 s, then
-# cancels them (which aborts their engine requests) and shuts the engines down.
+# SIGTERM: the server stops accepting connections, gives in-flight requests
+# ALIGN_SHUTDOWN_DRAIN (20) s to finish, ends the rest with a 503 (an error event in a
+# stream), which aborts their engine requests, stops the engines side by side and exits 0.
+# Give it the drain plus 15 s: `docker stop -t 35`. It exits 75 when an engine dies:
+# run it with a restart policy (`--restart on-failure`).
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \
   CMD python3 -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('ALIGN_PORT', '8000'), timeout=4)"

@@ -24,6 +24,7 @@ class ModelInfo:
     bos_token_id: int | None
     has_chat_template: bool
     kv_block_size: int = 1  # the prefix cache reuses whole blocks only (1: unknown)
+    local: bool = True  # runs in this server's processes: its death is the server's
 
 
 class TokenSession(Protocol):
@@ -49,6 +50,11 @@ class Engine(Protocol):
 
     info: ModelInfo
     counters: EngineCounters
+
+    @property
+    def dead(self) -> bool:
+        """Known to be unable to serve; cheap, so it is asked before every request."""
+        ...
 
     def tokenize(self, text: str, *, add_special_tokens: bool) -> list[int]: ...
 

@@ -27,6 +27,9 @@ from decoding.types import (
     TopLogprob,
 )
 
+#: Seconds to reach the remote server: a host that went away fails a request this soon.
+CONNECT_TIMEOUT = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class RemoteConfig:
@@ -40,14 +43,21 @@ class RemoteConfig:
 
 
 class RemoteEngine(HFTokenizerText):
+    """Someone else's process: when it goes away, requests get 503s, and the server
+    keeps running (it is `local=False`, so its failure never makes the server exit)."""
+
+    #: Never presumed dead: each request tries the server (a refused connection fails at once).
+    dead = False
+
     def __init__(self, config: RemoteConfig, tokenizer, info: ModelInfo) -> None:
         self.config = config
         self._tokenizer = tokenizer
         self.info = info
         self.counters = EngineCounters()
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        self._client = httpx.AsyncClient(base_url=config.url, headers=headers,
-                                         timeout=config.timeout)
+        self._client = httpx.AsyncClient(
+            base_url=config.url, headers=headers,
+            timeout=httpx.Timeout(config.timeout, connect=CONNECT_TIMEOUT))
 
     @classmethod
     async def start(cls, config: RemoteConfig) -> RemoteEngine:
@@ -73,7 +83,7 @@ class RemoteEngine(HFTokenizerText):
             role=config.role or ("chat" if has_template else "base"),
             max_model_len=int(card.get("max_model_len") or tokenizer.model_max_length),
             vocab_size=len(tokenizer), eos_token_ids=eos,
-            bos_token_id=tokenizer.bos_token_id, has_chat_template=has_template)
+            bos_token_id=tokenizer.bos_token_id, has_chat_template=has_template, local=False)
         return cls(config, tokenizer, info)
 
     def _body(self, prompt_token_ids: Sequence[int], options: SamplingOptions) -> dict:

@@ -32,9 +32,9 @@ BLOCK = 4
 
 class StandInEngine:
     def __init__(self, model_id: str = "stand-in", *, role: ModelRole = "chat",
-                 max_model_len: int = 512) -> None:
+                 max_model_len: int = 512, local: bool = True) -> None:
         self.info = ModelInfo(model_id, f"/stand-in/{model_id}", role, max_model_len, 258,
-                              (EOS,), BOS, role == "chat", BLOCK)
+                              (EOS,), BOS, role == "chat", BLOCK, local=local)
         self.counters = EngineCounters()
         self.dead = False
         self.aborted: list[str] = []
@@ -69,8 +69,7 @@ class StandInEngine:
 
     async def generate(self, prompt_token_ids: Sequence[int], options: SamplingOptions,
                        request_id: str) -> AsyncIterator[GenerationChunk]:
-        if self.dead:
-            raise EngineUnavailable("the stand-in engine is dead")
+        self.check_alive()
         self.calls.append((request_id, options))
         prompt = list(prompt_token_ids)
         if len(prompt) + options.max_tokens > self.info.max_model_len:
@@ -85,6 +84,7 @@ class StandInEngine:
         try:
             for step in range(options.max_tokens):
                 await asyncio.sleep(0)
+                self.check_alive()  # as vLLM: a dying engine fails the requests in flight
                 dist = self.distribution(context)
                 ends = {*options.stop_token_ids, *(() if options.ignore_eos else (EOS,))}
                 if options.ignore_eos or step < options.min_tokens:  # as vLLM: no end yet
@@ -125,8 +125,11 @@ class StandInEngine:
         self.aborted.extend(request_ids)
 
     async def check_health(self) -> None:
+        self.check_alive()
+
+    def check_alive(self) -> None:
         if self.dead:
-            raise EngineUnavailable("the stand-in engine is dead")
+            raise EngineUnavailable(f"the stand-in engine of {self.info.model_id!r} is dead")
 
     async def shutdown(self) -> None:
         self.dead = True
@@ -142,8 +145,7 @@ class StandInSession:
 
     async def step(self, new_token_ids: Sequence[int], options: SamplingOptions
                    ) -> GenerationChunk:
-        if self._engine.dead:
-            raise EngineUnavailable("the stand-in engine is dead")
+        self._engine.check_alive()
         counters = self._engine.counters
         first = not self._context
         if first:

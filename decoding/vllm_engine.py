@@ -143,24 +143,42 @@ class VllmEngine(HFTokenizerText):
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        """vLLM's exceptions as ours."""
+        """vLLM's exceptions as ours. When the engine core dies, requests in flight get
+        `EngineDeadError`, but one being added just then may get another error (a closed
+        socket, wrapped as `EngineGenerateError`): once the engine is dead, any is ours."""
         try:
             yield
         except EngineDeadError as exc:
-            raise EngineUnavailable(f"the engine of {self.info.model_id!r} is dead") from exc
+            raise self._death() from exc
         except (VLLMClientError, ValueError) as exc:
+            if self.dead:
+                raise self._death() from exc
             raise InvalidRequest(str(exc)) from exc
+        except Exception as exc:
+            if self.dead:
+                raise self._death() from exc
+            raise
+
+    def _death(self) -> EngineUnavailable:
+        return EngineUnavailable(f"the engine of {self.info.model_id!r} is dead")
+
+    @property
+    def dead(self) -> bool:
+        """vLLM's monitor thread marks the engine dead as soon as its core process exits."""
+        return not hasattr(self, "_llm") or self._llm.errored
 
     async def abort(self, request_ids: Sequence[str]) -> None:
-        if hasattr(self, "_llm") and not self._llm.errored:
+        if not self.dead:
             await self._llm.abort(list(request_ids))
 
     async def check_health(self) -> None:
-        if not hasattr(self, "_llm") or self._llm.errored:
-            raise EngineUnavailable(f"the engine of {self.info.model_id!r} is dead")
+        if self.dead:
+            raise self._death()
 
     async def shutdown(self) -> None:
-        self._llm.shutdown()
+        """Stop the engine's processes (they take seconds to exit: in a thread, so that
+        several engines stop side by side)."""
+        await asyncio.to_thread(self._llm.shutdown)
         # Drop the engine now: its __del__ shuts down again, which fails at interpreter exit.
         del self._llm
 

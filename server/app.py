@@ -13,6 +13,7 @@ from decoding.engine import Engine
 from server.admission import Admission
 from server.config import Settings
 from server.deps import require_api_key
+from server.draining import Drain
 from server.engines import start_engines, stop_engines, warm_up
 from server.errors import install_error_handlers
 from server.metrics import Metrics
@@ -48,6 +49,7 @@ def build_app(settings: Settings, engines: Mapping[str, Engine] | None = None) -
     app = FastAPI(title="align-serve", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible server for inference-time alignment")
     app.state.settings = settings
+    app.state.drain = Drain()  # the runner brings its deadlines forward on shutdown
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ErrorBoundary)

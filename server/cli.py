@@ -37,6 +37,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
                    help="requests in flight per model before 429 (default 64)")
     p.add_argument("--request-timeout", type=float,
                    help="seconds a request may run, 0 for no limit (default 600)")
+    p.add_argument("--shutdown-drain", type=float,
+                   help="on SIGTERM, seconds in-flight requests may still finish (default 20)")
+    p.add_argument("--dead-engine-exit-after", type=float,
+                   help="seconds to keep serving the other models after a local engine "
+                        "dies, before draining and exiting with status 75 (default 5)")
     p.add_argument("--default-nudging-model", help="nudger when a request names none")
     p.add_argument("--rain-max-visits", type=int, help="cap on RAIN's max_visits")
     p.add_argument("--rain-max-parallel-searches", type=int)
@@ -69,12 +74,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             for model_id, folder in folders.items():
                 print(f"{model_id}: {folder}")
             return
-        import uvicorn
-
         from server.app import build_app
+        from server.runner import serve
 
-        uvicorn.run(build_app(settings), host=settings.host, port=settings.port,
-                    log_level=settings.log_level, log_config=None,  # root's format
-                    timeout_graceful_shutdown=30)
+        status = serve(build_app(settings), settings)
     except ModelUnavailable as exc:
         sys.exit(f"align-serve: {exc.message}")
+    sys.exit(status)

@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         64, ge=1, description="requests in flight per model; beyond: 429")
     request_timeout: float = Field(600.0, ge=0, description="seconds per request; 0: none")
+    shutdown_drain: float = Field(
+        20.0, ge=0, description="on SIGTERM, seconds in-flight requests may still run; then "
+        "they end with a 503 (an error event in a stream)")
+    dead_engine_exit_after: float = Field(
+        5.0, ge=0, description="seconds the server keeps serving after a local engine dies "
+        "(its requests get 503, other models serve) before it drains and exits with status "
+        "75 to be restarted")
     rain_max_visits: int = Field(200, ge=1, description="cap on RAIN's max_visits")
     rain_max_parallel_searches: int = Field(16, ge=1)
     rain_max_rollout_tokens: int = Field(256, ge=1)

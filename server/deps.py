@@ -39,7 +39,8 @@ def get_capabilities(request: Request) -> Capabilities:
 
 def get_served(request: Request) -> Served:
     state = request.app.state
-    return Served(state.engines, state.capabilities, state.metrics, state.settings)
+    return Served(state.engines, state.capabilities, state.metrics, state.settings,
+                  state.drain)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -97,8 +97,18 @@ async def warm_up(engines: dict[str, Engine]) -> None:
 
 
 async def stop_engines(engines: dict[str, Engine]) -> None:
-    for model_id, engine in engines.items():
+    """Stop every engine, side by side: a vLLM engine's processes take about 4 s to exit
+    (measured), and one after another they outlasted Docker's 10 s stop timeout."""
+
+    async def stop(model_id: str, engine: Engine) -> None:
+        start = time.monotonic()
+        running = engine.counters.running
         try:
             await engine.shutdown()
         except Exception:
             logger.exception("engine %s did not shut down cleanly", model_id)
+            return
+        logger.info("engine %s stopped in %.1f s (%d engine requests were still running)",
+                    model_id, time.monotonic() - start, running)
+
+    await asyncio.gather(*(stop(model_id, engine) for model_id, engine in engines.items()))

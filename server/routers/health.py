@@ -12,11 +12,14 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health")
 async def health(engines: EnginesDep) -> Response:
-    """200 when every engine can serve; 503 naming the first one that cannot."""
+    """200 when every engine can serve; 503 naming each one that cannot."""
+    problems = []
     for engine in engines.values():
         try:
             await engine.check_health()
         except EngineUnavailable as exc:
-            return error_json(APIError(503, exc.message, type="service_unavailable_error",
-                                       code="engine_unavailable"))
+            problems.append(exc.message)
+    if problems:
+        return error_json(APIError(503, "; ".join(problems), type="service_unavailable_error",
+                                   code="engine_unavailable"))
     return JSONResponse({"status": "ok", "models": list(engines)})

@@ -13,13 +13,14 @@ from typing import Protocol, TypeVar
 from fastapi import Request
 
 from decoding.engine import Engine
-from decoding.errors import ModelNotFound
+from decoding.errors import EngineUnavailable, ModelNotFound
 from decoding.metered import MeteredEngine, Tally
 from decoding.strategies import STRATEGIES, DecodeRequest, DecodeRun, TextDelta
 from decoding.strategies.base import Progress, merge_streams
 from decoding.types import FinishReason, Message, SamplingOptions, TokenLogprob
 from server import logs
 from server.config import Settings
+from server.draining import Drain
 from server.errors import APIError
 from server.metrics import Metrics
 from server.schemas.alignment import Alignment, AlignmentContext, parse_alignment
@@ -41,11 +42,16 @@ class Served:
     capabilities: Capabilities
     metrics: Metrics
     settings: Settings
+    drain: Drain
 
     def select(self, body: SamplingRequest, header: str | None) -> tuple[Selection, Engine]:
-        """The strategy's source and the engine of the (alias-resolved) model."""
+        """The strategy's source and the engine of the (alias-resolved) model; a dead
+        engine is a 503 before the first byte, a stream's too."""
         selection = select(body.model, body.alignment, header, self.engines)
-        return selection, lookup_engine(self.engines, selection.model)
+        engine = lookup_engine(self.engines, selection.model)
+        if engine.dead:
+            raise EngineUnavailable(f"the engine of {selection.model!r} is dead")
+        return selection, engine
 
 
 def lookup_engine(engines: Mapping[str, Engine], model: str) -> Engine:
@@ -111,6 +117,7 @@ class Decoding:
     requests: list[DecodeRequest]
     metrics: Metrics
     endpoint: str
+    drain: Drain
     deadline: float | None = None
     runs: list[DecodeRun] = field(default_factory=list)
     tally: Tally = field(default_factory=Tally)  # tokens the engines decoded for it
@@ -149,7 +156,8 @@ class Decoding:
             for i, ids in enumerate(prompts)
         ]
         return cls(f"{prefix}-{rid}", body.model, alignment, selection.source, requests,
-                   served.metrics, endpoint, deadline=settings.request_timeout or None,
+                   served.metrics, endpoint, served.drain,
+                   deadline=settings.request_timeout or None,
                    tally=tally)
 
     async def deltas(self) -> AsyncIterator[TextDelta | Progress]:
@@ -164,14 +172,21 @@ class Decoding:
                 yield delta
 
         status = "error"
+        limit: asyncio.Timeout | None = None
         try:
-            async with asyncio.timeout(self.deadline):
+            async with self.drain.deadline(self.deadline) as limit:
                 async for delta in merge_streams([one(i) for i in range(len(self.requests))]):
                     if self.first_text is None and isinstance(delta, TextDelta) and delta.text:
                         self.first_text = time.monotonic() - self.started
                     yield delta
             status = "ok"
         except TimeoutError:
+            if limit is not None and self.drain.cut_short(limit):
+                status = "shutdown"
+                raise APIError(503, "The server is shutting down and the request did not "
+                               "finish in its grace period; its engine requests were "
+                               "aborted. Retry it.", type="service_unavailable_error",
+                               code="server_shutting_down") from None
             status = "timeout"
             raise APIError(503, f"The request did not finish within {self.deadline} s; its "
                            "engine requests were aborted.", type="service_unavailable_error",
