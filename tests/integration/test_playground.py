@@ -59,16 +59,25 @@ def test_vanilla_and_nudging_side_by_side_match_the_api(page, server_url):
     plain = api_answer(server_url, {"strategy": "vanilla"}, 48)
     assert page.answer(vanilla) == plain["choices"][0]["message"]["content"]
 
+    side_by_side = page.spans(nudging)
+    assert "".join(span["text"] for span in side_by_side) == page.answer(nudging)
+    for column in (vanilla, nudging):
+        assert page.metric(column, "ttft").endswith(" s")
+
+    # Beside vanilla, Gemma ran both columns' steps in one batch, whose bf16 numerics may
+    # tip a near-tie (seen here once: the texts parted after 8 words). The exact
+    # comparison with the API runs the nudging column alone, as the API request runs.
+    (alone,) = page.set_columns("nudging")
+    page.configure(alone, nudging_model=SMOL, gamma=0.4)
+    page.run(timeout=300)
     nudged = api_answer(server_url, NUDGING | {"return_spans": True}, 48)
     content = nudged["choices"][0]["message"]["content"]
-    spans = page.spans(nudging)
-    assert "".join(span["text"] for span in spans) == content == page.answer(nudging)
+    spans = page.spans(alone)
+    assert "".join(span["text"] for span in spans) == content == page.answer(alone)
     assert spans == nudged["alignment"]["spans"]
     assert {span["source"] for span in spans} == {"base", "nudger"}
     ratio = nudged["alignment"]["stats"]["nudge_ratio"]
-    assert page.metric(nudging, "nudge-ratio") == f"{ratio:.3f}"
-    for column in (vanilla, nudging):
-        assert page.metric(column, "ttft").endswith(" s")
+    assert page.metric(alone, "nudge-ratio") == f"{ratio:.3f}"
 
 
 def test_three_columns_and_a_rain_tree(page):
