@@ -1,9 +1,12 @@
-"""align-serve over stand-in engines, served for real by uvicorn (for gateway tests).
+"""align-serve over stand-in engines, served for real by uvicorn (gateway, scale-out and
+soak tests).
 
-    python -m tests.integration.stand_in_server --port P
+    python -m tests.integration.stand_in_server --port P [--max-concurrent-requests N]
 
-Models: `chat` (a slow stand-in: 20 ms a token) and `dead` (an engine that is dead).
-At most one request in flight per model, so a second concurrent one gets 429.
+Models: `chat` (a slow stand-in: 20 ms a token), `base` (a base model as slow, which
+`chat` can nudge) and `dead` (an engine that is dead). By default at most one request in
+flight per model, so a second concurrent one gets 429. RAIN uses the hash embedder (the
+sentence model takes a minute to load and says nothing about serving).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import asyncio
 
 import uvicorn
 
+from decoding.embeddings import HashEmbedder
 from decoding.stand_in import StandInEngine
+from decoding.strategies import STRATEGIES, RainStrategy
 from server.app import build_app
 from server.config import Settings
 
@@ -28,11 +33,15 @@ class SlowStandIn(StandInEngine):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--max-concurrent-requests", type=int, default=1)
     args = parser.parse_args()
     dead = StandInEngine("dead")
     dead.dead = True
-    engines = {"chat": SlowStandIn("chat"), "dead": dead}
-    settings = Settings(models=[], api_keys=["gateway-key"], max_concurrent_requests=1)
+    engines = {"chat": SlowStandIn("chat"), "base": SlowStandIn("base", role="base"),
+               "dead": dead}
+    STRATEGIES["rain"] = RainStrategy(HashEmbedder())
+    settings = Settings(models=[], api_keys=["gateway-key"], default_nudging_model="chat",
+                        max_concurrent_requests=args.max_concurrent_requests)
     uvicorn.run(build_app(settings, engines), host="127.0.0.1", port=args.port,
                 log_level="warning")
 
