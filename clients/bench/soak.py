@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import statistics
 import time
@@ -28,6 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 #: what a well-behaved server answers under this load; anything else is a finding
 EXPECTED = frozenset({"200", "429", "cancelled"})
 MIB = 1 << 20
+#: seconds a steady client waits after a 429 (the server's `Retry-After`)
+RETRY_AFTER = 1.0
 
 
 QUESTIONS = (
@@ -263,15 +266,16 @@ async def soak(
                 kind = rng.choice(plan.kinds)
                 streamed = rng.random() < plan.stream_share
                 cancel = streamed and rng.random() < plan.cancel_share
-                outcomes.append(
-                    await send(
-                        client,
-                        kind,
-                        rng.choice(QUESTIONS),
-                        cancel=cancel,
-                        mode="streamed" if streamed else "non-streamed",
-                    )
+                outcome = await send(
+                    client,
+                    kind,
+                    rng.choice(QUESTIONS),
+                    cancel=cancel,
+                    mode="streamed" if streamed else "non-streamed",
                 )
+                outcomes.append(outcome)
+                if outcome.status == "429":
+                    await asyncio.sleep(RETRY_AFTER)
 
         async def bursts() -> None:
             while time.perf_counter() + plan.burst_every < deadline:
@@ -327,7 +331,7 @@ def percentile(values: Sequence[float], share: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered) + 0.5) - 1))]
+    return ordered[max(1, math.ceil(share * len(ordered))) - 1]  # rank ⌈p·n⌉
 
 
 def outcome_rows(outcomes: Sequence[Outcome]) -> list[dict]:

@@ -1,12 +1,10 @@
-"""align-serve over stand-in engines, served for real by uvicorn (gateway, scale-out and
-soak tests).
+"""align-serve over stand-in engines, served for real by uvicorn (for gateway tests).
 
     python -m tests.integration.stand_in_server --port P [--max-concurrent-requests N]
 
-Models: `chat` (a slow stand-in: 20 ms a token), `base` (a base model as slow, which
-`chat` can nudge) and `dead` (an engine that is dead). By default at most one request in
-flight per model, so a second concurrent one gets 429. RAIN uses the hash embedder (the
-sentence model takes a minute to load and says nothing about serving).
+Models: `chat` and `base` (slow stand-ins, 20 ms a token; `base` is a base model) and
+`dead` (an engine that is dead). By default at most one request in flight per model, so
+a second concurrent one gets 429.
 """
 
 from __future__ import annotations
@@ -16,9 +14,7 @@ import asyncio
 
 import uvicorn
 
-from decoding.embeddings import HashEmbedder
 from decoding.stand_in import StandInEngine
-from decoding.strategies import STRATEGIES, RainStrategy
 from server.app import build_app
 from server.config import Settings
 
@@ -39,8 +35,7 @@ def main() -> None:
     dead.dead = True
     engines = {"chat": SlowStandIn("chat"), "base": SlowStandIn("base", role="base"),
                "dead": dead}
-    STRATEGIES["rain"] = RainStrategy(HashEmbedder())
-    settings = Settings(models=[], api_keys=["gateway-key"], default_nudging_model="chat",
+    settings = Settings(models=[], api_keys=["gateway-key"],
                         max_concurrent_requests=args.max_concurrent_requests)
     uvicorn.run(build_app(settings, engines), host="127.0.0.1", port=args.port,
                 log_level="warning")
