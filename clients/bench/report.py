@@ -74,7 +74,7 @@ def memory_plot(out: Path, samples: list[dict], warmup_minutes: float) -> None:
     """The soak's resident memory per process over time (`soak-memory.png`)."""
     out.mkdir(parents=True, exist_ok=True)
     line_plot(out / "soak-memory.png", samples, "process", "minute", "RSS MiB", style="-",
-          xlabel=f"minutes (warm-up: first {warmup_minutes:.1f})", ylabel="RSS MiB",
+          xlabel=f"minutes (warm-up: the first {warmup_minutes:.2g})", ylabel="RSS MiB",
           yscale="log", title="Soak: resident memory of the server and its engines")
 
 

@@ -335,9 +335,9 @@ def percentile(values: Sequence[float], share: float) -> float:
 
 
 def outcome_rows(outcomes: Sequence[Outcome]) -> list[dict]:
-    """Per strategy and mode: requests, each status's count, p50/p99 of the 200s."""
+    """Per strategy and mode: requests, p50/p99 seconds of the 200s, each status's count."""
     rows = []
-    for strategy, mode in dict.fromkeys((o.strategy, o.mode) for o in outcomes):
+    for strategy, mode in sorted({(o.strategy, o.mode) for o in outcomes}):
         mine = [o for o in outcomes if (o.strategy, o.mode) == (strategy, mode)]
         done = [o.seconds for o in mine if o.status == "200"]
         rows.append(
@@ -345,9 +345,9 @@ def outcome_rows(outcomes: Sequence[Outcome]) -> list[dict]:
                 "strategy": strategy,
                 "mode": mode,
                 "requests": len(mine),
-                **dict(sorted(Counter(o.status for o in mine).items())),
                 "p50 s": percentile(done, 0.5),
                 "p99 s": percentile(done, 0.99),
+                **dict(sorted(Counter(o.status for o in mine).items())),
             }
         )
     return rows
@@ -394,7 +394,7 @@ def sections(result: SoakResult) -> dict[str, list[dict]]:
     models = dict.fromkeys([*result.running_at_end, *result.aborted])
     return {
         "soak: answers by strategy and status": outcome_rows(result.outcomes),
-        f"soak: resident memory after {result.warmup_minutes:.1f} min of warm-up": growth(
+        f"soak: resident memory after {result.warmup_minutes:.2g} min of warm-up": growth(
             result.memory, result.warmup_minutes
         ),
         "soak: engine requests at the end": [

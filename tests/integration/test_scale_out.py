@@ -195,6 +195,10 @@ def test_stopping_a_stand_in_replica_loses_no_non_streamed_request(tmp_path, how
             stop_nginx(nginx)
         stopped = f"127.0.0.1:{replicas[0].port}"
         seen = check(answers, stopped_at, stopped, cut_allowed=how == signal.SIGKILL)
+        print(
+            f"answers by (streamed, status): {dict(seen)}; nginx's upstreams: "
+            f"{dict(Counter(a.upstreams.replace(stopped, 'stopped') for a in answers))}"
+        )
         if how == signal.SIGKILL:
             assert seen[(True, "cut")] >= 1  # streams under way there had begun
         else:  # it finished what it had begun, then exited
@@ -265,6 +269,10 @@ def test_killing_a_replica_loses_no_non_streamed_request(replicas, tmp_path):
         )
     finally:
         stop_nginx(nginx)
-    seen = check(answers, stopped_at, f"127.0.0.1:{replicas[0].port}", cut_allowed=True)
-    print(f"answers by (streamed, status): {dict(seen)}")
+    stopped = f"127.0.0.1:{replicas[0].port}"
+    seen = check(answers, stopped_at, stopped, cut_allowed=True)
+    print(
+        f"answers by (streamed, status): {dict(seen)}; nginx's upstreams: "
+        f"{dict(Counter(a.upstreams.replace(stopped, 'stopped') for a in answers))}"
+    )
     assert httpx.get(f"{replicas[1].url}/health").status_code == 200
