@@ -21,7 +21,7 @@ test: install models gateway browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-unit: install browser
+unit: install gateway browser
 	$(BIN)/pytest -m "not slow"
 
 lint: install
@@ -47,7 +47,7 @@ $(STAMP): pyproject.toml
 models: install
 	$(BIN)/align-serve --prepare-only $(ARGS)
 
-# The gateway tests run Debian's nginx on loopback.
+# The gateway and scale-out tests (some of them fast) run Debian's nginx on loopback.
 gateway:
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light)

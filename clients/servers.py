@@ -31,6 +31,10 @@ class Launched:
     process: subprocess.Popen
     log: Path
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
     def wait_healthy(self, seconds: float = STARTUP_SECONDS) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:

@@ -151,8 +151,8 @@ class StandInSession:
         if first:
             counters.requests += 1
             counters.running += 1
+        self._context += new_token_ids  # before any await: `close` must see it open
         await asyncio.sleep(0)
-        self._context += new_token_ids
         cached = (self._engine.cache_lookup(list(self._context)) if first
                   else len(self._context) - len(new_token_ids))
         dist = self._engine.distribution(self._context)

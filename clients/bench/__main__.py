@@ -1,6 +1,7 @@
 """`make bench`: every strategy's cost side by side with its baseline, in one run.
 
     python -m clients.bench [--full] [--out bench-results]
+    python -m clients.bench --soak [--soak-minutes 30]   # the soak alone (soak.py)
 
 Starts align-serve (the two default models plus Qwen2.5-Coder-0.5B as RAIN's evaluator)
 and vLLM's own OpenAI server (SmolLM2) on loopback ports, runs the sections below, then
@@ -21,7 +22,7 @@ from pathlib import Path
 import httpx
 from transformers import AutoTokenizer
 
-from clients.bench import data, evaluator, load, reference_nudging, report
+from clients.bench import data, evaluator, load, reference_nudging, report, soak
 from clients.servers import free_port, ours, vllm_server
 from decoding.prompts import render_plain
 from decoding.types import Message
@@ -34,6 +35,8 @@ RAIN_QWEN = RAIN_REDUCED | {"evaluator_model": QWEN, "evaluation": "calibrated"}
 # vLLM's CPU workers busy-poll for a second after their last step, on the same core as
 # the other server's worker: measuring one server right after the other slowed it down.
 SPIN_SECONDS = 1.5
+#: the soak's admission limit per model: low, so that its bursts (a quarter more) are short
+SOAK_ADMISSION = 8
 GAMMAS = (0.4, 0.3)  # the default first; the paper used 0.4 (Llama-2) and 0.3 (Gemma-2)
 NUDGE_TOKENS = 64
 
@@ -263,12 +266,41 @@ async def effect(url: str, harmful: list[str], mt: list[str], nudged_mt: load.Ru
     return rows, answers
 
 
+async def soak_mode(out: Path, minutes: float) -> None:
+    """The default models under the soak's mixed load; writes `soak.md`, `soak.json` (with
+    every memory sample) and `soak-memory.png` into `out`."""
+    started = time.monotonic()
+    server = ours(free_port(), out / "logs" / "align-serve-soak.log", "--model", GEMMA,
+                  "--model", SMOL, "--kv-cache-gib", "2", "--max-model-len", "4096",
+                  "--max-concurrent-requests", str(SOAK_ADMISSION))
+    try:
+        server.wait_healthy()
+        plan = soak.mixed_plan(chat_model=SMOL, base_model=GEMMA, nudger=SMOL,
+                               seconds=60 * minutes, admission_limit=SOAK_ADMISSION, clients=4,
+                               sample_every=10, warmup=60 * min(5.0, minutes / 5),
+                               burst_every=60)
+        result = await soak.soak(server.url, plan, progress=True)
+    finally:
+        server.stop()
+    meta = {"machine": report.machine(), "mode": f"soak, {minutes:g} min",
+            "seconds": time.monotonic() - started, "notes": result.notes,
+            "memory samples": result.memory}
+    print(report.write(out, soak.sections(result), meta, stem="soak"))
+    report.memory_plot(out, result.memory, result.warmup_minutes)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="more prompts and rounds")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--soak", action="store_true",
+                        help="run the soak (mixed load, memory over time) instead")
+    parser.add_argument("--soak-minutes", type=float, default=30)
     args = parser.parse_args()
+    if args.soak:
+        await soak_mode(args.out, args.soak_minutes)
+        return
     plan = FULL if args.full else QUICK
     started = time.monotonic()
     laps: dict[str, float] = {}

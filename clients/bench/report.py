@@ -30,45 +30,64 @@ def _cell(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def write(out: Path, sections: dict[str, list[dict]], meta: dict) -> str:
+def write(out: Path, sections: dict[str, list[dict]], meta: dict, stem: str = "results") -> str:
+    """`STEM.json` (sections and meta), `STEM.md` (a table per section) and the plots."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"meta": meta, **sections}, indent=1))
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, **sections}, indent=1))
     laps = ", ".join(f"{name} {s:.0f} s" for name, s in meta.get("section seconds", {}).items())
     text = f"Machine: {meta['machine']}; mode: {meta['mode']}; " \
            f"total {meta['seconds']:.0f} s ({laps}).\n\n"
     for name, rows in sections.items():
         text += f"### {name}\n\n{table(rows)}\n"
-    (out / "results.md").write_text(text)
+    (out / f"{stem}.md").write_text(text)
     plot(out, sections)
     return text
 
 
-def plot(out: Path, sections: dict[str, list[dict]]) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def line_plot(path: Path, rows: list[dict], series: str, x: str, y: str, style: str = "o-",
+          **labels) -> None:
+    """One line per value of `series`, `y` against `x`."""
+    if not rows:
+        return
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in dict.fromkeys(r[series] for r in rows):
+        mine = [r for r in rows if r[series] == key]
+        ax.plot([r[x] for r in mine], [r[y] for r in mine], style, label=key)
+    ax.set(**labels)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def memory_plot(out: Path, samples: list[dict], warmup_minutes: float) -> None:
+    """The soak's resident memory per process over time (`soak-memory.png`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    line_plot(out / "soak-memory.png", samples, "process", "minute", "RSS MiB", style="-",
+          xlabel=f"minutes (warm-up: the first {warmup_minutes:.2g})", ylabel="RSS MiB",
+          yscale="log", title="Soak: resident memory of the server and its engines")
+
+
+def plot(out: Path, sections: dict[str, list[dict]]) -> None:
     import matplotlib.ticker
 
-    def lines(rows: list[dict], series: str, x: str, y: str, name: str, **labels) -> None:
-        if not rows:
-            return
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key in dict.fromkeys(r[series] for r in rows):
-            mine = [r for r in rows if r[series] == key]
-            ax.plot([r[x] for r in mine], [r[y] for r in mine], "o-", label=key)
-        ax.set(**labels)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / name)
-        plt.close(fig)
-
-    lines(sections.get("server overhead", []), "server", "concurrency", "tokens/s",
-          "overhead.png", xlabel="concurrency", ylabel="output tokens/s", xscale="log",
+    plt = _pyplot()
+    line_plot(out / "overhead.png", sections.get("server overhead", []), "server", "concurrency",
+          "tokens/s", xlabel="concurrency", ylabel="output tokens/s", xscale="log",
           title="Vanilla throughput: align-serve vs vLLM's server")
-    lines(sections.get("scaling", []), "strategy", "concurrency", "tokens/s", "scaling.png",
-          xlabel="concurrent requests", ylabel="aggregate output tokens/s", yscale="log",
-          title="Continuous batching across requests")
+    line_plot(out / "scaling.png", sections.get("scaling", []), "strategy", "concurrency",
+          "tokens/s", xlabel="concurrent requests", ylabel="aggregate output tokens/s",
+          yscale="log", title="Continuous batching across requests")
     cost = sections.get("nudging cost", []) + sections.get("RAIN cost", [])
     if cost:
         fig, ax = plt.subplots(figsize=(7, 4))

@@ -3,84 +3,34 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from clients.servers import free_port, launch
 from tests.browser import Playground, headless_chromium
 from tests.integration.conftest import API_KEY, GEMMA, SMOL
+from tests.integration.nginx import start_nginx, start_stand_in, stop_nginx
 
 pytestmark = pytest.mark.slow
-TEMPLATE = Path(__file__).parents[2] / "docker" / "nginx" / "align-serve.conf.template"
-
-
-def start_nginx(upstream_port: int, workdir: Path) -> tuple[str, subprocess.Popen]:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    port = free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    workdir.chmod(0o777)
-    site = TEMPLATE.read_text().replace("${ALIGN_UPSTREAM}", f"127.0.0.1:{upstream_port}") \
-        .replace("${NGINX_PORT}", f"127.0.0.1:{port}")
-    (workdir / "site.conf").write_text(site)
-    (workdir / "nginx.conf").write_text(f"""
-daemon off;
-worker_processes 1;
-pid {workdir}/nginx.pid;
-error_log {workdir}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {workdir}/body;
-    proxy_temp_path {workdir}/proxy;
-    fastcgi_temp_path {workdir}/fastcgi;
-    uwsgi_temp_path {workdir}/uwsgi;
-    scgi_temp_path {workdir}/scgi;
-    include {workdir}/site.conf;
-}}
-""")
-    process = subprocess.Popen([nginx, "-c", str(workdir / "nginx.conf"), "-p", str(workdir)])
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(f"{url}/health", timeout=1)
-            return url, process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError((workdir / "error.log").read_text())
 
 
 @pytest.fixture(scope="module")
 def gateway(server_url, tmp_path_factory):
-    url, process = start_nginx(int(server_url.rsplit(":", 1)[1]),
+    url, process = start_nginx([int(server_url.rsplit(":", 1)[1])],
                                tmp_path_factory.mktemp("nginx"))
     yield url
-    process.terminate()
-    process.wait(10)
+    stop_nginx(process)
 
 
 @pytest.fixture(scope="module")
 def stand_in_gateway(tmp_path_factory):
-    port = free_port()
     logs = tmp_path_factory.mktemp("stand-in")
-    server = launch(["-m", "tests.integration.stand_in_server", "--port", str(port)], port,
-                    logs / "server.log")
+    server = start_stand_in(logs)
     try:
-        for _ in range(200):
-            try:
-                httpx.get(f"{server.url}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        url, process = start_nginx(port, logs / "nginx")
+        url, process = start_nginx([server.port], logs / "nginx")
         yield url
-        process.terminate()
-        process.wait(10)
+        stop_nginx(process)
     finally:
         server.stop()
 
