@@ -1,6 +1,6 @@
 """`make bench`: every strategy's cost side by side with its baseline, in one run.
 
-    python -m clients.bench [--full] [--out bench-results]
+    python -m clients.bench [--full] [--out bench-results] [--only rain,nudging,...]
     python -m clients.bench --soak [--soak-minutes 30]   # the soak alone (soak.py)
 
 Starts align-serve (the two default models plus Qwen2.5-Coder-0.5B as RAIN's evaluator)
@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 from transformers import AutoTokenizer
 
-from clients.bench import data, evaluator, load, reference_nudging, report, soak
+from clients.bench import data, engine_profile, evaluator, load, reference_nudging, report, soak
 from clients.servers import free_port, ours, vllm_server
 from decoding.prompts import render_plain
 from decoding.types import Message
@@ -39,6 +39,7 @@ SPIN_SECONDS = 1.5
 SOAK_ADMISSION = 8
 GAMMAS = (0.4, 0.3)  # the default first; the paper used 0.4 (Llama-2) and 0.3 (Gemma-2)
 NUDGE_TOKENS = 64
+PARTS = ("overhead", "nudging", "rain", "scaling", "effect")
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,10 @@ async def rain_cost(url: str, questions: list[str], reduced_questions: list[str]
                     ) -> list[dict]:
     """RAIN vs vanilla on SmolLM2, each configuration unseeded and seeded: seeded requests
     once explored a degenerate tree (issue 10), so a seeded row alone is not evidence."""
+    before = await engine_profile.read(url, SMOL)
     base = await load.run(url, [chat(SMOL, q, 24) for q in questions], 1)
+    rows = [cost_row("vanilla", base, base, **engine_profile.columns(
+        await engine_profile.read(url, SMOL) - before, base.tokens, base.wall))]
     configs = {"rain default, parallel 1": {"strategy": "rain"},
                "rain default, parallel 4": {"strategy": "rain", "parallel_searches": 4},
                "rain reduced (10 visits), parallel 1": RAIN_REDUCED,
@@ -200,9 +204,12 @@ async def rain_cost(url: str, questions: list[str], reduced_questions: list[str]
     for name, alignment in configs.items():
         prompts = reduced_questions if alignment.get("max_visits") else questions
         for seeded in (False, True):
+            before = await engine_profile.read(url, SMOL)
             done = await load.run(url, [chat(SMOL, q, 24, alignment=alignment,
                                              **({"seed": i} if seeded else {}))
                                         for i, q in enumerate(prompts)], 1)
+            profile = engine_profile.columns(await engine_profile.read(url, SMOL) - before,
+                                             done.tokens, done.wall)
             sets = [s or 1 for s in done.stat("committed_sets")]
             hit = mean(done.stat("prefix_cache_hit_rate"))
             ceiling = mean(done.stat("prefix_cache_hit_ceiling"))
@@ -215,7 +222,11 @@ async def rain_cost(url: str, questions: list[str], reduced_questions: list[str]
                                  prefilled_per_token=mean(done.stat(
                                      "engine_tokens_per_answer_token", "prefilled")),
                                  cache_hit=hit, cache_ceiling=ceiling,
-                                 **{"hit ÷ ceiling": hit / ceiling if ceiling else float("nan")}))
+                                 **{"hit ÷ ceiling": hit / ceiling if ceiling else float("nan"),
+                                    "event-loop CPU ms/search": 1000 * sum(done.stat(
+                                        "event_loop_cpu_seconds")) / max(1, sum(
+                                        done.stat("searches")))},
+                                 **profile))
     return rows
 
 
@@ -289,6 +300,24 @@ async def soak_mode(out: Path, minutes: float) -> None:
     report.memory_plot(out, result.memory, result.warmup_minutes)
 
 
+async def server_overhead(smol: Path, logs: Path, flags: tuple[str, ...], plan: Plan,
+                          sections: dict, lap) -> None:
+    """Same weights, same settings, one model each: the comparison is the serving layer."""
+    block_size = Settings().block_size
+    single = ours(free_port(), logs / "align-serve-smollm2.log", "--model", SMOL, *flags)
+    theirs = vllm_server(free_port(), logs / "vllm.log", smol, SMOL, max_model_len=4096,
+                         block_size=block_size, kv_cache_bytes=2 << 30)
+    try:
+        single.wait_healthy()
+        theirs.wait_healthy()
+        lap("servers up")
+        sections["server overhead"] = await overhead(single.url, theirs.url, plan)
+        lap("server overhead")
+    finally:
+        single.stop()
+        theirs.stop()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -297,7 +326,13 @@ async def main() -> None:
     parser.add_argument("--soak", action="store_true",
                         help="run the soak (mixed load, memory over time) instead")
     parser.add_argument("--soak-minutes", type=float, default=30)
+    parser.add_argument("--only", type=lambda text: set(text.split(",")), default=set(PARTS),
+                        help=f"comma-separated parts to run, of {','.join(PARTS)} "
+                             "(effect brings nudging: it judges nudging's answers)")
     args = parser.parse_args()
+    parts = args.only | ({"nudging"} if "effect" in args.only else set())
+    if not parts <= set(PARTS):
+        parser.error(f"--only takes parts of {','.join(PARTS)}")
     if args.soak:
         await soak_mode(args.out, args.soak_minutes)
         return
@@ -324,20 +359,8 @@ async def main() -> None:
 
     logs = args.out / "logs"
     flags = ("--kv-cache-gib", "2", "--max-model-len", "4096")
-    # Same weights, same settings, one model each: the comparison is the serving layer.
-    single = ours(free_port(), logs / "align-serve-smollm2.log", "--model", SMOL, *flags)
-    theirs = vllm_server(free_port(), logs / "vllm.log", weights[SMOL], SMOL,
-                         max_model_len=4096, block_size=settings.block_size,
-                         kv_cache_bytes=2 << 30)
-    try:
-        single.wait_healthy()
-        theirs.wait_healthy()
-        lap("servers up")
-        sections["server overhead"] = await overhead(single.url, theirs.url, plan)
-        lap("server overhead")
-    finally:
-        single.stop()
-        theirs.stop()
+    if "overhead" in parts:
+        await server_overhead(weights[SMOL], logs, flags, plan, sections, lap)
     # Qwen too, as RAIN's evaluator in the effect section. The third engine shares a core
     # round-robin with the first: Gemma, so that SmolLM2 (whose searches Qwen judges)
     # keeps its own, and nudging's two models still have one core each.
@@ -346,21 +369,27 @@ async def main() -> None:
     try:
         mine.wait_healthy()
         lap("three-model server up")
-        sections["nudging cold start"] = await cold_start(mine.url, mt[0])
-        lap("nudging cold start")
-        sections["nudging cost"], nudged_mt = await nudging_cost(
-            mine.url, mt, AutoTokenizer.from_pretrained(weights[SMOL]))
-        lap("nudging cost")
-        sections["RAIN cost"] = await rain_cost(mine.url, harmful[: plan.rain_prompts],
-                                                harmful[: plan.rain_reduced_prompts])
-        lap("RAIN cost")
-        sections["scaling"] = await scaling(mine.url, harmful, plan.scaling)
-        lap("scaling")
-        sections["effect"], answers = await effect(mine.url, harmful[: plan.effect_prompts],
-                                                   mt, nudged_mt)
-        lap("effect")
+        if "nudging" in parts:
+            sections["nudging cold start"] = await cold_start(mine.url, mt[0])
+            lap("nudging cold start")
+            sections["nudging cost"], nudged_mt = await nudging_cost(
+                mine.url, mt, AutoTokenizer.from_pretrained(weights[SMOL]))
+            lap("nudging cost")
+        if "rain" in parts:
+            sections["RAIN cost"] = await rain_cost(mine.url, harmful[: plan.rain_prompts],
+                                                    harmful[: plan.rain_reduced_prompts])
+            lap("RAIN cost")
+        if "scaling" in parts:
+            sections["scaling"] = await scaling(mine.url, harmful, plan.scaling)
+            lap("scaling")
+        if "effect" in parts:
+            sections["effect"], answers = await effect(
+                mine.url, harmful[: plan.effect_prompts], mt, nudged_mt)
+            lap("effect")
     finally:
         mine.stop()
+    if "effect" not in parts:
+        return
     judges = weights | {QWEN: resolve_weights(QWEN, settings.cache_dir)}
     pairs = data.labelled_pairs()
     # The harm judge reads exact label probabilities (the HTTP API has only the top 20)
