@@ -46,8 +46,12 @@ def start_nginx(upstream_ports: Sequence[int], workdir: Path) -> tuple[str, subp
         .replace("${NGINX_PORT}", f"127.0.0.1:{port}")
     )
     (workdir / "site.conf").write_text(site)
+    # run as root (CI), the workers would be `nobody`, who cannot reach pytest's private
+    # temporary folders (nginx buffers request bodies there): keep them the master's user
+    user = "user root;" if os.geteuid() == 0 else ""
     (workdir / "nginx.conf").write_text(f"""
 daemon off;
+{user}
 worker_processes 1;
 pid {workdir}/nginx.pid;
 error_log {workdir}/error.log warn;
