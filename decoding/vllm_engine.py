@@ -247,7 +247,7 @@ class EngineSteps(StatLoggerBase):
 
     def __init__(self, counters: EngineCounters) -> None:
         self.counters = counters
-        self.last: float | None = None  # when the last step that left work running ended
+        self.last: float | None = None  # when the last step that left work queued ended
 
     def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):
         if scheduler_stats is None or iteration_stats is None:
@@ -255,8 +255,11 @@ class EngineSteps(StatLoggerBase):
         now = iteration_stats.iteration_timestamp
         counters = self.counters
         computed = iteration_stats.prompt_token_stats.computed
-        if iteration_stats.num_generation_tokens or computed:
-            batch = scheduler_stats.num_running_reqs
+        # the requests that produced a token in this step (the scheduler's running count is
+        # taken after the step's finished requests left, so one-token requests miss it)
+        batch = (len(iteration_stats.time_to_first_tokens_iter)
+                 + len(iteration_stats.inter_token_latencies_iter))
+        if batch or computed:
             counters.steps += 1
             counters.step_requests += batch
             counters.computed_prompt_tokens += computed
@@ -264,7 +267,11 @@ class EngineSteps(StatLoggerBase):
             counters.batch_sizes[bucket] = counters.batch_sizes.get(bucket, 0) + 1
             if self.last is not None:
                 counters.busy_seconds += now - self.last
-        self.last = now if scheduler_stats.num_running_reqs else None
+            elif iteration_stats.time_to_first_tokens_iter:  # the step that ended an idle
+                counters.busy_seconds += max(iteration_stats.time_to_first_tokens_iter)
+        # the engine steps on without pause while requests run or wait
+        waiting = scheduler_stats.num_running_reqs + scheduler_stats.num_waiting_reqs
+        self.last = now if waiting else None
 
     def log_engine_initialized(self) -> None:
         pass

@@ -337,6 +337,8 @@ async def main() -> None:
         await soak_mode(args.out, args.soak_minutes)
         return
     plan = FULL if args.full else QUICK
+    # a partial run writes beside the whole run's results, never over them
+    stem = "results" if parts == set(PARTS) else "results-" + "-".join(sorted(parts))
     started = time.monotonic()
     laps: dict[str, float] = {}
     sections: dict[str, list[dict]] = {}
@@ -348,7 +350,7 @@ async def main() -> None:
         print(f"{name}: {laps[name]:.0f} s", flush=True)
         meta = {"machine": report.machine(), "mode": "full" if args.full else "quick",
                 "seconds": time.monotonic() - started, "section seconds": laps}
-        return report.write(args.out, sections, meta)
+        return report.write(args.out, sections, meta, stem=stem)
 
     settings = Settings()
     weights = {name: resolve_weights(name, settings.cache_dir) for name in (SMOL, GEMMA)}

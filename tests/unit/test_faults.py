@@ -285,14 +285,15 @@ def test_idle_sigterm_exits_0_at_once_despite_a_keep_alive_connection(tmp_path):
 
 
 def test_a_second_signal_exits_without_waiting(tmp_path):
-    with stand_in_server(tmp_path) as server:
+    # a drain far longer than the wait below, which has room for a loaded machine
+    with stand_in_server(tmp_path, "--shutdown-drain", "120") as server:
         streams = Streams(server.url)
         streams.open("held", chat("chat", 450))
         server.process.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         server.process.send_signal(signal.SIGINT)
         try:
-            status = server.process.wait(10)  # the drain (20 s) is not waited out
+            status = server.process.wait(30)  # the drain (120 s) is not waited out
         except subprocess.TimeoutExpired:
             pytest.fail("a second signal did not end the drain")
         assert status == 0

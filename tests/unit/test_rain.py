@@ -746,3 +746,80 @@ async def test_parallel_searches_never_visit_an_unexpanded_leaf_twice_in_a_round
     first = run.extras["tree"][0]
     assert first["visits"] == 4
     assert sum(child["whole_visits"] for child in first["children"]) == 3
+
+
+class FailingChains(PacedEngine):
+    """Sampled chains (top-k 15) fail: an engine error inside a background expansion."""
+
+    async def generate(self, prompt_token_ids, options, request_id):
+        if options.top_k == RainParams().chain_top_k and options.max_tokens > 1:
+            from decoding.errors import EngineUnavailable
+
+            raise EngineUnavailable("the policy engine is gone")
+        async for chunk in super().generate(prompt_token_ids, options, request_id):
+            yield chunk
+
+
+@pytest.mark.asyncio
+async def test_a_failed_background_expansion_arrives_unwrapped():
+    from decoding.errors import EngineUnavailable
+
+    params = RainParams(max_visits=6, min_searches=2, token_set_lengths=(10,))
+    with pytest.raises(EngineUnavailable):
+        await rain_answer(FailingChains("policy"), KeywordJudge("zz"), params, max_tokens=20)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("calls", [3, 7, 11, 15, 19, 23])
+async def test_a_budget_spent_by_a_background_expansion_ends_the_answer(monkeypatch, calls):
+    # only expansions use the budget: no rollouts, and the judge answers without the engine
+    from decoding.strategies.rain import scoring, search
+
+    async def no_rollout(self, visit, text):
+        return ""
+
+    async def score(self, conversation):
+        return 0.1
+
+    monkeypatch.setattr(search.Chooser, "rollout", no_rollout)
+    monkeypatch.setattr(scoring.Evaluator, "score", score)
+    policy = PacedEngine("policy")
+    params = RainParams(max_visits=12, min_searches=4, min_visits=2, max_engine_calls=calls)
+    _text, run = await rain_answer(policy, KeywordJudge("zz"), params, max_tokens=20)
+    assert run.stats["end"] == "engine_call_budget"
+    assert policy.counters.running == 0
+
+
+@pytest.mark.asyncio
+async def test_expansions_below_siblings_not_taken_are_cancelled_at_commit():
+    class SlowChains(StandInEngine):
+        async def generate(self, prompt_token_ids, options, request_id):
+            async for chunk in super().generate(prompt_token_ids, options, request_id):
+                if options.top_k == RainParams().chain_top_k:
+                    await asyncio.sleep(0.02)
+                yield chunk
+
+    from decoding.strategies.rain import search
+
+    dropped = []
+    drop = search.Chooser.drop_expansions_outside
+
+    def counting(self, root):
+        before = set(self.expanding)
+        drop(self, root)
+        for node in before - set(self.expanding):
+            dropped.append(node)
+            below = node
+            while below is not None and below is not root:
+                below = below.parent
+            assert below is None  # never one under the committed set
+
+    policy = SlowChains("policy")
+    # a judge that dislikes "a" spreads the searches over siblings
+    params = RainParams(max_visits=12, min_searches=6, min_visits=2, value_threshold=2.0,
+                        token_set_lengths=(10,))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(search.Chooser, "drop_expansions_outside", counting)
+        text, _run = await rain_answer(policy, KeywordJudge("a"), params, max_tokens=60)
+    assert text and dropped and policy.counters.running == 0
+    assert policy.aborted  # the dropped expansions' engine requests were aborted

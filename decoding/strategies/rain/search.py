@@ -141,6 +141,7 @@ class Chooser:
     first_visits: int = 0  # the root's whole visits when the current decision began
     expanding: dict[Node, asyncio.Task] = field(default_factory=dict)  # in the background
     embedded: dict[str, np.ndarray] = field(default_factory=dict)  # by text
+    dropped: set[asyncio.Task] = field(default_factory=set)  # cancelled, still unwinding
 
     def __post_init__(self) -> None:
         self.evaluator = Evaluator(self.judge, principle_for(self.params.principle),
@@ -397,6 +398,8 @@ class Chooser:
         if task is not None:
             try:
                 await asyncio.shield(task)
+            except BaseExceptionGroup as failed:  # a chains() task group's
+                raise first_leaf(failed) from None
             finally:
                 if task.done():
                     del self.expanding[node]
@@ -408,7 +411,23 @@ class Chooser:
         for node, task in list(self.expanding.items()):
             if task.done():
                 del self.expanding[node]
-                task.result()
+                try:
+                    task.result()
+                except BaseExceptionGroup as failed:
+                    raise first_leaf(failed) from None
+
+    def drop_expansions_outside(self, root: Node) -> None:
+        """After a commit, cancel the expansions below the siblings not taken: no search
+        will descend there again (their engine requests are aborted)."""
+        for node, task in list(self.expanding.items()):
+            below = node
+            while below is not None and below is not root:
+                below = below.parent
+            if below is None:
+                del self.expanding[node]
+                task.cancel()
+                self.dropped.add(task)
+                task.add_done_callback(self.dropped.discard)
 
     async def settle_expansions(self) -> None:
         for node in list(self.expanding):
@@ -416,7 +435,7 @@ class Chooser:
 
     async def stop_expansions(self) -> None:
         """Cancel the expansions nothing will need (their engine requests are aborted)."""
-        tasks = list(self.expanding.values())
+        tasks = [*self.expanding.values(), *self.dropped]
         self.expanding.clear()
         for task in tasks:
             task.cancel()
@@ -480,6 +499,7 @@ class Chooser:
         state.committed += best.token_ids
         state.committed_sets += 1
         state.root = reroot(best, self.params.root_prior_mix)
+        self.drop_expansions_outside(state.root)
         text = self.engine.detokenize(state.committed)
         finish: FinishReason | None = None
         stop = self.stop_in(text, state.committed)
