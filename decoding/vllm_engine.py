@@ -248,6 +248,7 @@ class EngineSteps(StatLoggerBase):
     def __init__(self, counters: EngineCounters) -> None:
         self.counters = counters
         self.last: float | None = None  # when the last step that left work queued ended
+        self.previous: float | None = None  # when the last step ended
 
     def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):
         if scheduler_stats is None or iteration_stats is None:
@@ -267,8 +268,13 @@ class EngineSteps(StatLoggerBase):
             counters.batch_sizes[bucket] = counters.batch_sizes.get(bucket, 0) + 1
             if self.last is not None:
                 counters.busy_seconds += now - self.last
-            elif iteration_stats.time_to_first_tokens_iter:  # the step that ended an idle
-                counters.busy_seconds += max(iteration_stats.time_to_first_tokens_iter)
+            elif iteration_stats.time_to_first_tokens_iter:  # the step that ended an idle:
+                # since its first request arrived, but not before the previous step ended
+                since = max(iteration_stats.time_to_first_tokens_iter)
+                if self.previous is not None:
+                    since = min(since, now - self.previous)
+                counters.busy_seconds += since
+        self.previous = now
         # the engine steps on without pause while requests run or wait
         waiting = scheduler_stats.num_running_reqs + scheduler_stats.num_waiting_reqs
         self.last = now if waiting else None

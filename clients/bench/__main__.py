@@ -200,7 +200,6 @@ async def rain_cost(url: str, questions: list[str], reduced_questions: list[str]
                "rain default, parallel 4": {"strategy": "rain", "parallel_searches": 4},
                "rain reduced (10 visits), parallel 1": RAIN_REDUCED,
                "rain reduced, parallel 4": RAIN_REDUCED | {"parallel_searches": 4}}
-    rows = []
     for name, alignment in configs.items():
         prompts = reduced_questions if alignment.get("max_visits") else questions
         for seeded in (False, True):

@@ -33,3 +33,12 @@ def test_batches_count_requests_that_finished_in_their_step_and_busy_time_spans_
     assert counters.batch_sizes == {16: 1, 1: 1, 2: 2}
     assert counters.computed_prompt_tokens == 320
     assert counters.busy_seconds == pytest.approx(0.2 + 0.05 + 0.04 + 0.04)
+
+
+def test_a_step_after_idle_never_counts_time_before_the_previous_step():
+    counters = EngineCounters()
+    steps = EngineSteps(counters)
+    steps.record(*stats(10.0, first=[0.1]))
+    # arrived 0.5 s ago, while the previous step was still running: 0.3 s since it ended
+    steps.record(*stats(10.3, first=[0.5]))
+    assert counters.busy_seconds == pytest.approx(0.1 + 0.3)
