@@ -148,7 +148,7 @@ class EngineCounters:
     cached_tokens: int = 0
     generated_tokens: int = 0
     aborted: int = 0
-    # what the engine's scheduler ran (local vLLM engines only; see `EngineSteps`)
+    # what the engine's scheduler ran (local vLLM engines only; see `StepProfile`)
     steps: int = 0                  # engine iterations that did work
     step_requests: int = 0          # requests in those iterations, summed (÷ steps: batch)
     computed_prompt_tokens: int = 0  # prompt tokens prefilled (not served from cache)

@@ -25,6 +25,7 @@ from decoding.engine import ModelInfo, ModelRole
 from decoding.errors import EngineUnavailable, InvalidRequest
 from decoding.hf_tokenizer import HFTokenizerText
 from decoding.seeds import engine_seed
+from decoding.step_profile import StepProfile
 from decoding.types import (
     EngineCounters,
     GenerationChunk,
@@ -242,42 +243,13 @@ class VllmSession:
 
 
 class EngineSteps(StatLoggerBase):
-    """Records what the scheduler ran, step by step, into the engine's counters: the
-    profile behind a strategy's cost (batch sizes, prefill computed, busy time)."""
+    """vLLM's stat-logger interface over `StepProfile` (which holds the arithmetic)."""
 
     def __init__(self, counters: EngineCounters) -> None:
-        self.counters = counters
-        self.last: float | None = None  # when the last step that left work queued ended
-        self.previous: float | None = None  # when the last step ended
+        self.profile = StepProfile(counters)
 
     def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):
-        if scheduler_stats is None or iteration_stats is None:
-            return
-        now = iteration_stats.iteration_timestamp
-        counters = self.counters
-        computed = iteration_stats.prompt_token_stats.computed
-        # the requests that produced a token in this step (the scheduler's running count is
-        # taken after the step's finished requests left, so one-token requests miss it)
-        batch = (len(iteration_stats.time_to_first_tokens_iter)
-                 + len(iteration_stats.inter_token_latencies_iter))
-        if batch or computed:
-            counters.steps += 1
-            counters.step_requests += batch
-            counters.computed_prompt_tokens += computed
-            bucket = 1 << max(0, batch - 1).bit_length()
-            counters.batch_sizes[bucket] = counters.batch_sizes.get(bucket, 0) + 1
-            if self.last is not None:
-                counters.busy_seconds += now - self.last
-            elif iteration_stats.time_to_first_tokens_iter:  # the step that ended an idle:
-                # since its first request arrived, but not before the previous step ended
-                since = max(iteration_stats.time_to_first_tokens_iter)
-                if self.previous is not None:
-                    since = min(since, now - self.previous)
-                counters.busy_seconds += since
-        self.previous = now
-        # the engine steps on without pause while requests run or wait
-        waiting = scheduler_stats.num_running_reqs + scheduler_stats.num_waiting_reqs
-        self.last = now if waiting else None
+        self.profile.record(scheduler_stats, iteration_stats)
 
     def log_engine_initialized(self) -> None:
         pass

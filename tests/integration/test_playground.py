@@ -6,24 +6,16 @@ to the same request. Screenshots go to docs/playground/ (the README shows one).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
-from tests.browser import Playground, chat_request, headless_chromium
+from tests.browser import Playground, chat_request
 from tests.integration.conftest import API_KEY, GEMMA, SMOL
 
 pytestmark = pytest.mark.slow
 QUESTION = "How do I bake bread at home?"
 NUDGING = {"strategy": "nudging", "nudging_model": SMOL, "gamma": 0.4}
 RAIN = {"max_visits": 2, "min_searches": 1, "parallel_searches": 1, "evaluation": "soft"}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    with headless_chromium() as driver:
-        yield driver
 
 
 @pytest.fixture

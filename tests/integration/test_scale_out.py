@@ -163,6 +163,7 @@ def stop_replica(replica: Launched, how: signal.Signals) -> None:
         replica.process.send_signal(how)
 
 
+@pytest.mark.slow  # no engines, but 7 s each of replicas and nginx: not for the fast suite
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
 def test_stopping_a_stand_in_replica_loses_no_non_streamed_request(tmp_path, how):
     """Stand-ins at 20 ms a token: a request takes 1.2 s, so the stopped replica is

@@ -1,4 +1,4 @@
-"""`EngineSteps`, the stat logger behind the engine step profile, on scripted vLLM stats."""
+"""`StepProfile`, the arithmetic behind the engine step profile, on scripted vLLM stats."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from decoding.step_profile import StepProfile
 from decoding.types import EngineCounters
-from decoding.vllm_engine import EngineSteps
 
 
 def stats(at, first=(), later=(), computed=0, running=0, waiting=0):
@@ -20,7 +20,7 @@ def stats(at, first=(), later=(), computed=0, running=0, waiting=0):
 
 def test_batches_count_requests_that_finished_in_their_step_and_busy_time_spans_queues():
     counters = EngineCounters()
-    steps = EngineSteps(counters)
+    steps = StepProfile(counters)
     # ten one-token judge requests prefilled together: all finished in the step (running 0)
     steps.record(*stats(10.0, first=[0.2] * 10, computed=300))
     # idle until a rollout arrives; it runs 3 steps, one request waits behind it meanwhile
@@ -37,7 +37,7 @@ def test_batches_count_requests_that_finished_in_their_step_and_busy_time_spans_
 
 def test_a_step_after_idle_never_counts_time_before_the_previous_step():
     counters = EngineCounters()
-    steps = EngineSteps(counters)
+    steps = StepProfile(counters)
     steps.record(*stats(10.0, first=[0.1]))
     # arrived 0.5 s ago, while the previous step was still running: 0.3 s since it ended
     steps.record(*stats(10.3, first=[0.5]))

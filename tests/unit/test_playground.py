@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from importlib import resources
 
 import httpx
@@ -16,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.app import build_app
-from tests.browser import Playground, chat_request, headless_chromium
+from tests.browser import Playground, chat_request
 from tests.unit.conftest import API_KEY
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -57,12 +56,6 @@ def test_the_page_uses_relative_urls_only():
     assert links and all(not link.startswith("/") for link in links), links
     fetched = re.findall(r'fetch\("([^"]*)"', texts["playground.js"])
     assert sorted(fetched) == ["v1/chat/completions", "v1/models"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    with headless_chromium() as driver:
-        yield driver
 
 
 @pytest.fixture

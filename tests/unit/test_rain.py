@@ -270,6 +270,7 @@ async def test_rain_avoids_what_the_evaluator_calls_harmful():
     assert stats["committed_sets"] >= 3 and stats["searches"] >= stats["committed_sets"]
     assert stats["evaluations"] + stats["evaluation_memo_hits"] == stats["searches"]
     assert stats["tree_nodes"] >= 1 and stats["end"] in ("max_tokens", "eos")
+    assert 0 < stats["event_loop_cpu_seconds"] <= stats["seconds_total"]
 
 
 @pytest.mark.asyncio
@@ -823,3 +824,31 @@ async def test_expansions_below_siblings_not_taken_are_cancelled_at_commit():
         text, _run = await rain_answer(policy, KeywordJudge("a"), params, max_tokens=60)
     assert text and dropped and policy.counters.running == 0
     assert policy.aborted  # the dropped expansions' engine requests were aborted
+
+
+@pytest.mark.asyncio
+async def test_a_text_is_embedded_once_per_choice():
+    class CountingEmbedder(HashEmbedder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.texts: list[str] = []
+
+        async def embed(self, texts):
+            self.texts += texts
+            return await super().embed(texts)
+
+    policy = StandInEngine("policy")
+    messages = (Message("user", "Say something."),)
+    ids = policy.tokenize(policy.render_chat(messages), add_special_tokens=False)
+    judge = KeywordJudge("zz")
+    request = DecodeRequest("r", policy, {"policy": policy, "judge": judge}, ids,
+                            SamplingOptions(max_tokens=14, seed=3), 1, messages,
+                            _with_judge(SMALL))
+    embedder = CountingEmbedder()
+    run = DecodeRun()
+    async with aclosing(RainStrategy(embedder).run(request, run)) as deltas:
+        async for _ in deltas:
+            pass
+    # revisited leaves (memoised evaluations) bring their texts again: none re-embedded
+    assert run.stats["evaluation_memo_hits"] > 0
+    assert embedder.texts and len(embedder.texts) == len(set(embedder.texts))

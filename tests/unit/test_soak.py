@@ -89,12 +89,12 @@ def test_a_short_soak_over_stand_ins_leaves_nothing_running(tmp_path):
             chat_model="chat",
             base_model="base",
             nudger="chat",
-            seconds=5,
+            seconds=3.5,
             admission_limit=2,
             clients=3,
             sample_every=0.25,
             warmup=1,
-            burst_every=2,
+            burst_every=1.5,
         )
         plan = dataclasses.replace(plan, kinds=tuple(k for k in plan.kinds if k.strategy != "rain"))
         result = asyncio.run(soak.soak(server.url, plan, api_key="gateway-key"))
