@@ -61,5 +61,7 @@ browser:
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-bench: models
+# ARGS are the bench's own here, not the server's: the default models are prepared bare.
+bench: install
+	$(BIN)/align-serve --prepare-only
 	$(BIN)/python -m clients.bench $(ARGS)
