@@ -429,3 +429,79 @@ def test_rain_on_conversations_without_a_question_is_never_a_500(settings, messa
     assert reply.status_code == (400 if not messages else 200), reply.text
     if not messages:
         assert reply.json()["error"]["param"] == "messages"
+
+
+# --- sessions: a step of several tokens (a nudger chunk in one engine step) ---------
+
+async def _session_tokens(session, new, options, tokens):
+    async with aclosing(session.step(new, options, tokens)) as step:
+        return [chunk async for chunk in step]
+
+
+@pytest.mark.asyncio
+async def test_a_session_step_of_several_tokens_keeps_all_but_its_last_as_context():
+    engine = StandInEngine("chat")
+    prompt = engine.tokenize("Hi", add_special_tokens=True)
+    options = SamplingOptions(max_tokens=9, temperature=0, logprobs=0)
+    async with aclosing(engine.generate(prompt, options, "fresh")) as stream:
+        fresh = [chunk.token_ids[0] async for chunk in stream]
+    session = engine.open_session("s")
+    first = await _session_tokens(session, prompt, options, 6)
+    second = await _session_tokens(session, first[-1].token_ids, options, 3)
+    await session.close()
+    assert [c.finish_reason for c in first] == [None] * 5 + ["length"]
+    assert [c.finish_reason for c in second] == [None, None, "length"]
+    assert [c.token_ids[0] for c in first + second] == fresh
+    assert second[0].prompt_tokens == len(prompt) + 6  # five kept, the last one sent again
+    assert second[0].cached_tokens == len(prompt) + 5
+    assert engine.counters.generated_tokens == 9 + 9 and engine.counters.running == 0
+
+
+@pytest.mark.asyncio
+async def test_the_nudgers_chunk_is_one_engine_step(monkeypatch):
+    """The nudger writes every word (the base is unsure and disagrees): each round's chunk
+    is decoded in one session step (the rest of the last chunk served first), not one
+    round trip per token."""
+    from decoding.stand_in import StandInSession
+
+    steps: list[tuple[str, int]] = []
+    original = StandInSession.step
+
+    def spy(self, new, options, tokens=1):
+        steps.append((self._engine.info.model_id, tokens))
+        return original(self, new, options, tokens)
+
+    monkeypatch.setattr(StandInSession, "step", spy)
+    script = "Once upon a time there was a small cat who lived in a big old house by the sea."
+    text, run, _ = await run_scripted(script, "z" * 120, 0.2, 0.5, max_tokens=80)
+    nudger_steps = [tokens for model, tokens in steps if model == "chat"]
+    assert script.startswith(text) and len(text) > 60
+    assert run.stats["base_tokens_kept"] == 0 and run.stats["rounds"] > 3
+    assert len(nudger_steps) == run.stats["rounds"]
+    assert max(nudger_steps) == 16
+    assert sum(nudger_steps) == run.stats["engine_generated_tokens"]["nudger"]
+
+
+@pytest.mark.asyncio
+async def test_a_step_left_half_read_closes_the_session_and_the_next_read_starts_afresh():
+    from decoding.strategies.nudging.ledger import Ledger
+    from decoding.types import TokenAccounting
+
+    engine = StandInEngine("chat")
+    ledger = Ledger(engine, engine.tokenize("Hi there", add_special_tokens=True))
+    options = SamplingOptions(max_tokens=8, temperature=0, logprobs=0)
+
+    async def read(count: int) -> list[int]:
+        taken = []
+        async with aclosing(ledger.tokens(options, "x", TokenAccounting(), per_step=8)) as it:
+            async for token_id, _ in it:
+                taken.append(token_id)
+                if len(taken) == count:
+                    break
+        return taken
+
+    half = await read(3)
+    assert ledger.session is None and engine.counters.running == 0
+    whole = await read(8)
+    assert whole[:3] == half and ledger.session is not None
+    await ledger.close_session()
