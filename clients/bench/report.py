@@ -93,6 +93,7 @@ def evaluator_plot(path: Path, rows: list[dict]) -> None:
                     (row["s/pair"], row["auc"]), fontsize=7, xytext=(4, 4),
                     textcoords="offset points")
     ax.axhline(0.5, color="grey", linewidth=0.5)  # chance
+    ax.margins(x=0.3, y=0.15)  # room for the names
     ax.set(xlabel="seconds per labelled pair (warm engine)", ylabel="AUC (0.5: chance)",
            title="RAIN evaluator: separation against cost")
     ax.legend()
