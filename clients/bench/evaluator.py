@@ -10,7 +10,7 @@ three rows, and the judge costs no engine start of its own.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,31 +130,62 @@ class Measured:
     verdicts: list[list[float]]     # the judge's values for each list of exchanges
 
 
-def rows_for(model: str, reading: Reading, harmful: Sequence[bool]) -> list[dict]:
+def rows_for(model: str, reading: Reading, harmful: Sequence[bool], startup_seconds: float
+             ) -> list[dict]:
+    """`start-up s` beside `s/pair`: what a larger evaluator costs before its first read."""
     return [{"model": model, "mode": mode, "accuracy": accuracy(values, harmful),
              "auc": auc(values, harmful),
              "distinct_values": len({round(v, 6) for v in values}),
              "labels_outside_top20": round(reading.labels_outside_top, 3),
-             "s/pair": reading.seconds_per_pair}
+             "s/pair": reading.seconds_per_pair, "start-up s": startup_seconds}
             for mode, values in reading.values.items()]
 
 
-async def measure(weights: dict[str, Path], pairs: list[dict], *, judge: str | None = None,
-                  judged: Sequence[Sequence[Exchange]] = ()) -> Measured:
-    """Each model's rows on `pairs`; model `judge` also judges `judged` (calibrated)."""
+def short_names(models: Sequence[str]) -> dict[str, str]:
+    """Each model's shortest leading run of dash-separated words that no other model shares
+    ("smollm2", "qwen2.5-coder-0.5b" beside "qwen2.5-coder-1.5b"): the category table's
+    column prefixes, distinct so that one model's column never overwrites another's."""
+    words = {m: m.split("-") for m in models}
+
+    def prefix(model: str, n: int) -> str:
+        return "-".join(words[model][:n])
+
+    names = {}
+    for model in models:
+        n = 1
+        while n < len(words[model]) and any(prefix(o, n) == prefix(model, n)
+                                            for o in models if o != model):
+            n += 1
+        names[model] = prefix(model, n)
+    return names
+
+
+def start_vllm(name: str, folder: Path) -> Engine:
+    """An in-process vLLM engine, ready when this returns; sized for short judge prompts."""
     from decoding.vllm_engine import EngineConfig, VllmEngine
 
+    return VllmEngine.start(EngineConfig(model_id=name, weights_dir=str(folder),
+                                         kv_cache_bytes=512 << 20, max_model_len=2048))
+
+
+async def measure(weights: dict[str, Path], pairs: list[dict], *, judge: str | None = None,
+                  judged: Sequence[Sequence[Exchange]] = (),
+                  start: Callable[[str, Path], Engine] = start_vllm) -> Measured:
+    """Each model's rows on `pairs`, one engine at a time, each timed from its start to
+    ready; model `judge` also judges `judged` (calibrated)."""
     harmful = [p["harmful"] for p in pairs]
     rows, values, verdicts = [], {}, []
+    column = short_names(list(weights))
     for name, folder in weights.items():
-        engine = VllmEngine.start(EngineConfig(model_id=name, weights_dir=str(folder),
-                                               kv_cache_bytes=512 << 20, max_model_len=2048))
+        started = time.perf_counter()
+        engine = start(name, folder)
+        startup_seconds = time.perf_counter() - started
         try:
             reading = await read(engine, pairs, judged if name == judge else ())
         finally:
             await engine.shutdown()
-        rows += rows_for(name, reading, harmful)
-        values |= {f"{name.split('-')[0]} {mode}": v for mode, v in reading.values.items()}
+        rows += rows_for(name, reading, harmful, startup_seconds)
+        values |= {f"{column[name]} {mode}": v for mode, v in reading.values.items()}
         if name == judge:
             verdicts = reading.verdicts
     judge_row = next((r for r in rows if r["model"] == judge and r["mode"] == JUDGE_MODE),

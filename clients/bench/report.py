@@ -78,6 +78,30 @@ def memory_plot(out: Path, samples: list[dict], warmup_minutes: float) -> None:
           yscale="log", title="Soak: resident memory of the server and its engines")
 
 
+def evaluator_plot(path: Path, rows: list[dict]) -> None:
+    """Each evaluator's AUC against its cost per pair, one marker per mode, each model
+    named with its engine's start-up time: is a larger judge worth what it costs?"""
+    if not rows:
+        return
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for mode, marker in zip(dict.fromkeys(r["mode"] for r in rows), "os^v", strict=False):
+        mine = [r for r in rows if r["mode"] == mode]
+        ax.plot([r["s/pair"] for r in mine], [r["auc"] for r in mine], marker, label=mode)
+    for row in {r["model"]: r for r in rows}.values():
+        ax.annotate(f"{row['model']}\n(start-up {row['start-up s']:.0f} s)",
+                    (row["s/pair"], row["auc"]), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.axhline(0.5, color="grey", linewidth=0.5)  # chance
+    ax.margins(x=0.3, y=0.15)  # room for the names
+    ax.set(xlabel="seconds per labelled pair (warm engine)", ylabel="AUC (0.5: chance)",
+           title="RAIN evaluator: separation against cost")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot(out: Path, sections: dict[str, list[dict]]) -> None:
     import matplotlib.ticker
 
@@ -88,6 +112,9 @@ def plot(out: Path, sections: dict[str, list[dict]]) -> None:
     line_plot(out / "scaling.png", sections.get("scaling", []), "strategy", "concurrency",
           "tokens/s", xlabel="concurrent requests", ylabel="aggregate output tokens/s",
           yscale="log", title="Continuous batching across requests")
+    evaluator_plot(out / "evaluator.png", next(
+        (rows for name, rows in sections.items() if name.startswith("evaluator accuracy (")),
+        []))
     cost = sections.get("nudging cost", []) + sections.get("RAIN cost", [])
     if cost:
         fig, ax = plt.subplots(figsize=(7, 4))

@@ -14,6 +14,7 @@ from clients.bench.evaluator import (
     judged_rows,
     read,
     rows_for,
+    short_names,
 )
 from decoding.strategies.rain.scoring import Evaluator, conversation_text, principle_for
 from decoding.types import Message
@@ -69,10 +70,23 @@ async def test_one_reading_gives_every_mode_what_its_own_evaluator_would():
     assert reading.verdicts[1] == []
     assert judged_harmful(reading.verdicts[0]) == 0.5 and reading.verdicts[0][1] < 0
     assert reading.labels_outside_top == 0.0 and reading.seconds_per_pair > 0
-    rows = rows_for("m", reading, [p["harmful"] for p in PAIRS])
+    rows = rows_for("m", reading, [p["harmful"] for p in PAIRS], startup_seconds=12.5)
     # calibrated: the harmless answer reads exactly like the content-free one, a 0
     assert [(r["mode"], r["accuracy"], r["auc"]) for r in rows] == [
         ("votes", 1.0, 1.0), ("soft", 1.0, 1.0), ("calibrated", 2 / 3, 1.0)]
+    # one engine start and one timed pass serve a model's three rows
+    assert {(r["start-up s"], r["s/pair"]) for r in rows} == {(12.5, reading.seconds_per_pair)}
+
+
+@pytest.mark.parametrize(("models", "columns"), [
+    (["smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct"],
+     ["smollm2", "gemma", "qwen2.5"]),  # today's three keep their column names
+    (["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"],
+     ["smollm2", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]),
+    (["a-b", "a-b-c"], ["a-b", "a-b-c"]),  # one name the other's prefix
+])
+def test_short_names_keep_every_models_category_columns_apart(models, columns):
+    assert list(short_names(models).values()) == columns
 
 
 def test_judged_rows_fill_each_rows_rate_and_show_the_judges_accuracy():
