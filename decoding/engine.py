@@ -30,16 +30,13 @@ class ModelInfo:
 class TokenSession(Protocol):
     """One engine request that keeps its context (and KV cache) between steps.
 
-    A step appends tokens and decodes up to `tokens` more, yielded one per chunk as
-    they come; the step's last chunk carries its `finish_reason` (`length`, or `stop`
-    at EOS). Every decoded token but the step's last joins the context; the last does
-    not: the next step's tokens follow it, so the caller decides whether it stays (by
-    sending it). A step must be read to its last chunk before the next one; a session
-    left in the middle of a step can only be closed.
+    Each step appends tokens and decodes exactly one more token, which is *not* part of
+    the context: the next step's tokens follow the context, so the caller decides
+    whether the decoded token stays (by sending it) or not.
     """
 
-    def step(self, new_token_ids: Sequence[int], options: SamplingOptions,
-             tokens: int = 1) -> AsyncIterator[GenerationChunk]: ...
+    async def step(self, new_token_ids: Sequence[int], options: SamplingOptions
+                   ) -> GenerationChunk: ...
 
     async def close(self) -> None: ...
 

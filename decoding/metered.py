@@ -7,7 +7,6 @@ the same way for every strategy, whatever each strategy's own statistics report.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,12 +49,11 @@ class _MeteredSession:
         self._session = session
         self._tally = tally
 
-    async def step(self, new_token_ids: Sequence[int], options: SamplingOptions,
-                   tokens: int = 1) -> AsyncIterator[GenerationChunk]:
-        async with aclosing(self._session.step(new_token_ids, options, tokens)) as chunks:
-            async for chunk in chunks:
-                self._tally.generated += len(chunk.token_ids)
-                yield chunk
+    async def step(self, new_token_ids: Sequence[int], options: SamplingOptions
+                   ) -> GenerationChunk:
+        chunk = await self._session.step(new_token_ids, options)
+        self._tally.generated += len(chunk.token_ids)
+        return chunk
 
     async def close(self) -> None:
         await self._session.close()

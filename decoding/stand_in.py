@@ -143,8 +143,8 @@ class StandInSession:
         self._request_id = request_id
         self._context: list[int] = []
 
-    async def step(self, new_token_ids: Sequence[int], options: SamplingOptions,
-                   tokens: int = 1) -> AsyncIterator[GenerationChunk]:
+    async def step(self, new_token_ids: Sequence[int], options: SamplingOptions
+                   ) -> GenerationChunk:
         self._engine.check_alive()
         counters = self._engine.counters
         first = not self._context
@@ -152,22 +152,15 @@ class StandInSession:
             counters.requests += 1
             counters.running += 1
         self._context += new_token_ids  # before any await: `close` must see it open
-        counters.prompt_tokens += len(new_token_ids)
+        await asyncio.sleep(0)
         cached = (self._engine.cache_lookup(list(self._context)) if first
                   else len(self._context) - len(new_token_ids))
-        prompt_tokens = len(self._context)
-        for decoded in range(1, tokens + 1):
-            await asyncio.sleep(0)
-            self._engine.check_alive()
-            dist = self._engine.distribution(self._context)
-            token, logprob = dist[0]
-            counters.generated_tokens += 1
-            reason = "stop" if token == EOS else "length" if decoded == tokens else None
-            yield GenerationChunk([token], "", _logprobs(token, logprob, dist, options),
-                                  reason, prompt_tokens=prompt_tokens, cached_tokens=cached)
-            if reason is not None:
-                return
-            self._context.append(token)  # decoded, and not the step's last: context
+        dist = self._engine.distribution(self._context)
+        token, logprob = dist[0]
+        counters.prompt_tokens += len(new_token_ids)
+        counters.generated_tokens += 1
+        return GenerationChunk([token], "", _logprobs(token, logprob, dist, options),
+                               prompt_tokens=len(self._context), cached_tokens=cached)
 
     async def close(self) -> None:
         if self._context:

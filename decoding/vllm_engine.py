@@ -195,25 +195,18 @@ class VllmSession:
         self._inputs: asyncio.Queue[StreamingInput] = asyncio.Queue()
         self._outputs: AsyncGenerator | None = None
         self._context = 0
-        self._options: SamplingOptions | None = None
-        self._params: dict[int, SamplingParams] = {}  # by tokens per step, for `_options`
+        self._params: tuple[SamplingOptions, SamplingParams] | None = None
 
     async def _input_stream(self) -> AsyncIterator[StreamingInput]:
         while True:  # ends when vLLM cancels it (the request is aborted)
             yield await self._inputs.get()
 
-    def _sampling(self, options: SamplingOptions, tokens: int) -> SamplingParams:
-        """Built once per run and step size, not per step."""
-        if self._options is not options:
-            self._options, self._params = options, {}
-        if tokens not in self._params:
+    async def step(self, new_token_ids: Sequence[int], options: SamplingOptions
+                   ) -> GenerationChunk:
+        if self._params is None or self._params[0] is not options:  # built once per run
             with self._engine._errors():
-                self._params[tokens] = _sampling_params(replace(options, max_tokens=tokens))
-        return self._params[tokens]
-
-    async def step(self, new_token_ids: Sequence[int], options: SamplingOptions,
-                   tokens: int = 1) -> AsyncIterator[GenerationChunk]:
-        params = self._sampling(options, tokens)
+                self._params = options, _sampling_params(replace(options, max_tokens=1))
+        params = self._params[1]
         self._inputs.put_nowait(StreamingInput(TokensPrompt(prompt_token_ids=list(
             new_token_ids)), params))
         counters = self._engine.counters
@@ -224,38 +217,22 @@ class VllmSession:
             counters.requests += 1
             counters.running += 1
         self._context += len(new_token_ids)
-        counters.prompt_tokens += len(new_token_ids)
-        prompt_tokens = self._context
-        cached: int | None = None
-        decoded = 0
-        while decoded < tokens:
-            with self._engine._errors():
+        with self._engine._errors():
+            out = await anext(self._outputs, None)
+            while out is not None and not out.outputs[0].token_ids:  # an input's own ack
                 out = await anext(self._outputs, None)
-            if out is None:  # the engine ended the request (aborted from elsewhere)
-                raise EngineUnavailable(f"session {self._request_id} ended in the engine")
-            completion = out.outputs[0]
-            if not completion.token_ids:  # an input's own acknowledgement
-                continue
-            if cached is None:
-                cached = (out.num_cached_tokens or 0) if first else prompt_tokens - len(
-                    new_token_ids)
-                counters.cached_tokens += cached if first else 0
-            # DELTA outputs: one output may carry several tokens when we read late
-            entries = _logprobs(completion.logprobs, options) or [None] * len(
-                completion.token_ids)
-            last = len(completion.token_ids) - 1
-            for i, (token_id, entry) in enumerate(zip(completion.token_ids, entries,
-                                                      strict=True)):
-                decoded += 1
-                ended = decoded == tokens or (i == last and completion.finish_reason is not None)
-                counters.generated_tokens += 1
-                yield GenerationChunk(
-                    token_ids=[token_id], text="", logprobs=None if entry is None else [entry],
-                    finish_reason=(completion.finish_reason or "length") if ended else None,
-                    prompt_tokens=prompt_tokens, cached_tokens=cached)
-                if ended:
-                    return
-                self._context += 1  # decoded, computed, and now context
+        if out is None:  # the engine ended the request (aborted from elsewhere)
+            raise EngineUnavailable(f"session {self._request_id} ended in the engine")
+        completion = out.outputs[0]
+        cached = (out.num_cached_tokens or 0) if first else self._context - len(new_token_ids)
+        counters.prompt_tokens += len(new_token_ids)
+        counters.cached_tokens += cached if first else 0
+        counters.generated_tokens += 1
+        return GenerationChunk(
+            token_ids=list(completion.token_ids[-1:]), text="",
+            logprobs=_logprobs(completion.logprobs[-1:] if completion.logprobs else None,
+                               options),
+            prompt_tokens=self._context, cached_tokens=cached)
 
     async def close(self) -> None:
         if self._outputs is None:

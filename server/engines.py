@@ -89,9 +89,8 @@ async def warm_up(engines: dict[str, Engine]) -> None:
         session = engine.open_session(f"warm-up-session-{model_id}")
         if session is not None:
             try:
-                for _ in range(2):  # two steps of two tokens: a step's tokens join its context
-                    async with aclosing(session.step(prompt, options, 2)) as step:
-                        prompt = [chunk.token_ids[0] async for chunk in step][-1:]
+                for _ in range(2):
+                    prompt = (await session.step(prompt, options)).token_ids
             finally:
                 await session.close()
         logger.info("engine %s warmed up in %.1f s", model_id, time.monotonic() - start)

@@ -85,31 +85,3 @@ async def test_abort_mid_stream_leaves_engine_usable(engine):
 async def test_too_long_prompt_is_an_invalid_request(engine):
     with pytest.raises(InvalidRequest):
         await run(engine, [5] * (TINY_CONTEXT + 10), GREEDY, "too-long")
-
-
-async def test_a_session_step_of_several_tokens_keeps_all_but_its_last_as_context(engine):
-    """vLLM's streaming input keeps a step's computed tokens and drops its last sampled
-    one, which the next step sends: two steps (6 tokens, then 4) continue exactly as one
-    greedy request. The random model's near-ties may flip between the session's and the
-    fresh request's kernels; tokens are compared up to the first such tie."""
-    ids = engine.tokenize("once upon a time in a land", add_special_tokens=False)
-    options = SamplingOptions(max_tokens=10, temperature=0, logprobs=2, ignore_eos=True)
-    session = engine.open_session("multi-token")
-    try:
-        async with aclosing(session.step(ids, options, 6)) as step:
-            first = [chunk async for chunk in step]
-        async with aclosing(session.step(first[-1].token_ids, options, 4)) as step:
-            second = [chunk async for chunk in step]
-    finally:
-        await session.close()
-    assert [c.finish_reason for c in first] == [None] * 5 + ["length"]
-    assert [c.finish_reason for c in second] == [None] * 3 + ["length"]
-    assert second[0].prompt_tokens == len(ids) + 6 and second[0].cached_tokens == len(ids) + 5
-    fresh = [lp for chunk in await run(engine, ids, options, "multi-fresh")
-             for lp in chunk.logprobs]
-    ours = [chunk.logprobs[0] for chunk in first + second]
-    for mine, theirs in zip(ours, fresh, strict=True):
-        if mine.token_id != theirs.token_id:
-            assert abs(theirs.top[0].logprob - theirs.top[1].logprob) < 0.05, (mine, theirs)
-            break
-    assert engine.counters.running == 0

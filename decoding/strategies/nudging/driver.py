@@ -386,8 +386,8 @@ class ChunkFeed:
         self.chunk = Chunk()
         self._ledger = state.nudger
         self._grew = asyncio.Event()
-        self._task = asyncio.create_task(self._decode(state.nudger.tokens(
-            sampling, state.rid("n"), accounting, per_step=sampling.max_tokens)))
+        self._task = asyncio.create_task(self._decode(
+            state.nudger.tokens(sampling, state.rid("n"), accounting)))
 
     async def _decode(self, tokens: AsyncIterator[tuple[int, TokenLogprob]]) -> None:
         eos_ids = self._ledger.engine.info.eos_token_ids

@@ -1,12 +1,11 @@
 """One model's side of a nudging run: the token ids it has been given, and its engine.
 
 Greedy runs keep one `TokenSession` open per model: each step sends only the tokens
-added since the last one (a nudger chunk is decoded in one step). The session remembers
-what it decoded beyond the ledger (the rest of a nudger chunk that was not taken, the
-base's uncertain token), so when the ledger grows by exactly those tokens, or not at
-all, they are served again without a decoding step. Other runs (sampling, penalties)
-and engines without sessions send the whole ledger as a new request; the prefix cache
-serves all but its last block.
+added since the last one. The session remembers what it decoded beyond the ledger
+(the rest of a nudger chunk that was not taken, the base's uncertain token), so when
+the ledger grows by exactly those tokens, or not at all, they are served again without
+a decoding step. Other runs (sampling, penalties) and engines without sessions send
+the whole ledger as a new request; the prefix cache serves all but its last block.
 """
 
 from __future__ import annotations
@@ -46,17 +45,13 @@ class Ledger:
         self.ids += self.engine.tokenize(text, add_special_tokens=False)
 
     async def tokens(self, options: SamplingOptions, request_id: str,
-                     accounting: TokenAccounting, per_step: int = 1
-                     ) -> AsyncIterator[tuple[int, TokenLogprob]]:
+                     accounting: TokenAccounting) -> AsyncIterator[tuple[int, TokenLogprob]]:
         """The model's next tokens after the ledger, one at a time. Asking for another
-        token accepts the one before; closing the iterator leaves the rest unread. A
-        session decodes `per_step` tokens per engine step (a nudger chunk in one step:
-        no round trip per token); leaving a step half read closes the session."""
+        token accepts the one before; closing the iterator leaves the rest unread."""
         self.finish = None
         if session_fits(options) and await self._session_ready(request_id):
-            async with aclosing(self._session_tokens(options, accounting, per_step)) as items:
-                async for item in items:
-                    yield item
+            async for item in self._session_tokens(options, accounting):
+                yield item
             return
         async with aclosing(self.engine.generate(self.ids, options, request_id)) as chunks:
             first = True
@@ -85,8 +80,8 @@ class Ledger:
             self.requests += 1
         return self.session is not None
 
-    async def _session_tokens(self, options: SamplingOptions, accounting: TokenAccounting,
-                              per_step: int) -> AsyncIterator[tuple[int, TokenLogprob]]:
+    async def _session_tokens(self, options: SamplingOptions, accounting: TokenAccounting
+                              ) -> AsyncIterator[tuple[int, TokenLogprob]]:
         assert self.session is not None
         given = 0
         if self._ahead():  # decoded before: served again, then decoding goes on after them
@@ -102,27 +97,17 @@ class Ledger:
             del self.stream[max(0, len(self.stream) - 1):]
             self.stream += new
         # here `stream` is the context the next step gives the engine (`new` at its end)
-        while given < options.max_tokens:
+        for _ in range(options.max_tokens - given):
             opened = len(self.stream) == len(new)
-            step_done = False
-            try:
-                async with aclosing(self.session.step(
-                        new, options, min(per_step, options.max_tokens - given))) as chunks:
-                    async for chunk in chunks:
-                        self.generated_tokens += 1
-                        if opened:  # a session reuses all but the tokens of its first step
-                            opened = False
-                            self._count(chunk, self.engine.info.kv_block_size, accounting)
-                        token_id, entry = chunk.token_ids[0], chunk.logprobs[0]
-                        self.stream.append(token_id)  # in place: no copy per token
-                        self.decoded[len(self.stream) - 1] = entry
-                        step_done = chunk.finished
-                        given += 1
-                        yield token_id, entry
-            finally:
-                if not step_done:  # the engine goes on decoding into a context not ours
-                    await self.close_session()
-            new = [self.stream[-1]]
+            chunk = await self.session.step(new, options)
+            self.generated_tokens += 1
+            if opened:  # a session reuses all but the tokens of its first step
+                self._count(chunk, self.engine.info.kv_block_size, accounting)
+            token_id, entry = chunk.token_ids[0], chunk.logprobs[0]
+            self.stream.append(token_id)  # in place: no copy of the context per token
+            self.decoded[len(self.stream) - 1] = entry
+            yield token_id, entry
+            new = [token_id]
         self.finish = "length"
 
     def _count(self, chunk: GenerationChunk, block: int, accounting: TokenAccounting) -> None:
