@@ -9,10 +9,22 @@ import pytest_asyncio
 
 from decoding.errors import InvalidRequest
 from decoding.types import Message, SamplingOptions
-from tests.integration.conftest import TINY_CONTEXT
+from tests.integration.conftest import SMOL, TINY_CONTEXT
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 GREEDY = SamplingOptions(max_tokens=12, temperature=0, ignore_eos=True)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def smol(weights):
+    """SmolLM2 in process: a real model whose next token depends on its context (the
+    random Llama's greedy output barely does, so it cannot show a context off by one)."""
+    from decoding.vllm_engine import EngineConfig, VllmEngine
+
+    engine = VllmEngine.start(EngineConfig(model_id=SMOL, weights_dir=str(weights[SMOL]),
+                                           kv_cache_bytes=256 << 20, max_model_len=1024))
+    yield engine
+    await engine.shutdown()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -85,3 +97,30 @@ async def test_abort_mid_stream_leaves_engine_usable(engine):
 async def test_too_long_prompt_is_an_invalid_request(engine):
     with pytest.raises(InvalidRequest):
         await run(engine, [5] * (TINY_CONTEXT + 10), GREEDY, "too-long")
+
+
+async def test_a_kept_open_session_continues_as_one_greedy_request(smol):
+    """Nudging's sessions: each step sends what the last one decoded (vLLM keeps the
+    context, drops the sampled token until it is sent) and decodes one more, so ten
+    steps continue exactly as one greedy request of ten tokens. Kernels differ between a
+    session step and a fresh prefill: a near-tie may flip, and the comparison ends there."""
+    ids = smol.tokenize(smol.render_chat([Message("user", "Write two lines about the sea.")]),
+                        add_special_tokens=False)
+    options = SamplingOptions(max_tokens=10, temperature=0, logprobs=2, ignore_eos=True)
+    fresh = [lp for chunk in await run(smol, ids, options, "fresh") for lp in chunk.logprobs]
+    assert len({lp.token_id for lp in fresh}) > 5  # a context-dependent continuation
+    session, new, ours = smol.open_session("kept-open"), ids, []
+    try:
+        for _ in range(10):
+            chunk = await session.step(new, options)
+            ours.append(chunk.logprobs[0])
+            new = chunk.token_ids
+    finally:
+        await session.close()
+    assert chunk.prompt_tokens == len(ids) + 9 and chunk.cached_tokens == len(ids) + 8
+    for mine, theirs in zip(ours, fresh, strict=True):
+        if mine.token_id != theirs.token_id:
+            assert theirs.top[0].logprob - theirs.top[1].logprob < 0.05, (mine, theirs)
+            break
+        assert abs(mine.logprob - theirs.logprob) < 0.05, (mine, theirs)
+    assert smol.counters.running == 0

@@ -50,8 +50,11 @@ class Ledger:
         token accepts the one before; closing the iterator leaves the rest unread."""
         self.finish = None
         if session_fits(options) and await self._session_ready(request_id):
-            async for item in self._session_tokens(options, accounting):
-                yield item
+            # closed with this iterator, not later by the garbage collector: a session
+            # must not be stepped by a generator nobody reads
+            async with aclosing(self._session_tokens(options, accounting)) as items:
+                async for item in items:
+                    yield item
             return
         async with aclosing(self.engine.generate(self.ids, options, request_id)) as chunks:
             first = True
