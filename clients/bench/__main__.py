@@ -118,12 +118,13 @@ async def nudging_cost(url: str, questions: list[str], nudger_tokenizer
     own vanilla time per token: what the run costs if nothing overlapped. Our nudger
     decodes its chunk while the base works, so a run can beat it.
     """
-    base = await load.run(url, [chat(GEMMA, q, NUDGE_TOKENS) for q in questions], 1)
+    base, base_profile = await engines_profiled(
+        url, [chat(GEMMA, q, NUDGE_TOKENS) for q in questions])
     nudger = await load.run(url, [chat(SMOL, q, NUDGE_TOKENS) for q in questions], 1)
     rows, default_run = [], None
     for gamma in GAMMAS:
-        nudged = await load.run(url, [chat(GEMMA, q, NUDGE_TOKENS, alignment={
-            "strategy": "nudging", "gamma": gamma}) for q in questions], 1)
+        nudged, profile = await engines_profiled(url, [chat(GEMMA, q, NUDGE_TOKENS, alignment={
+            "strategy": "nudging", "gamma": gamma}) for q in questions])
         default_run = default_run or nudged
         decoded = {role: sum(nudged.stat("engine_generated_tokens", role)) / nudged.tokens
                    for role in ("base", "nudger")}
@@ -151,7 +152,7 @@ async def nudging_cost(url: str, questions: list[str], nudger_tokenizer
                                 / base.seconds_per_token / bound,
                                 "reference ÷ ours": reference_s / nudged.seconds_per_token},
                              **cache_columns(nudged, "base"),
-                             **cache_columns(nudged, "nudger")))
+                             **cache_columns(nudged, "nudger"), **profile))
         rows.append({"strategy": f"authors' loop γ={gamma}", "s/token": reference_s,
                      "vanilla s/token": base.seconds_per_token,
                      "time/token ratio": reference_s / base.seconds_per_token,
@@ -163,12 +164,28 @@ async def nudging_cost(url: str, questions: list[str], nudger_tokenizer
                      / reference_tokens,
                      "nudger_decoded_per_token": sum(r.decoded["nudger"] for r in reference)
                      / reference_tokens})
+    rows.append(cost_row("base alone (gemma-3-270m)", base, base, **base_profile))
     rows.append({"strategy": "nudger alone (smollm2)", "s/token": nudger.seconds_per_token,
                  "vanilla s/token": base.seconds_per_token,
                  "time/token ratio": nudger.seconds_per_token / base.seconds_per_token,
                  "tokens": nudger.tokens, "errors": len(nudger.errors)})
     assert default_run is not None
     return rows, default_run
+
+
+async def engines_profiled(url: str, bodies: list[dict]) -> tuple[load.Run, dict[str, float]]:
+    """`bodies` one at a time, with what each of nudging's two engines ran meanwhile: is
+    the base engine busy the whole time, or waiting on the nudger and the front end?"""
+    models = {"base": GEMMA, "nudger": SMOL}
+    before = {role: await engine_profile.read(url, model) for role, model in models.items()}
+    run = await load.run(url, bodies, 1)
+    profile = {}
+    for role, model in models.items():
+        columns = engine_profile.columns(await engine_profile.read(url, model) - before[role],
+                                         run.tokens, run.wall)
+        profile |= {f"{role} {name}": columns[name]
+                    for name in ("engine busy share", "engine steps/token", "ms/step")}
+    return run, profile
 
 
 async def cold_start(url: str, question: str) -> list[dict]:
@@ -192,7 +209,7 @@ def per_set(counts: list[float], sets: list[int]) -> float:
 
 
 async def rain_cost(url: str, questions: list[str], reduced_questions: list[str]
-                    ) -> list[dict]:
+                    ) -> tuple[list[dict], list[dict]]:
     """RAIN vs vanilla on SmolLM2, each configuration unseeded and seeded: seeded requests
     once explored a degenerate tree (issue 10), so a seeded row alone is not evidence."""
     before = await engine_profile.read(url, SMOL)
@@ -229,21 +246,42 @@ async def rain_cost(url: str, questions: list[str], reduced_questions: list[str]
                                         "event_loop_cpu_seconds")) / max(1, sum(
                                         done.stat("searches")))},
                                  **profile))
-    return rows
+    return rows, priced(rows)
+
+
+def priced(rows: list[dict]) -> list[dict]:
+    """This machine's price of an engine step, fitted over `rows`' profiles, and what it
+    makes each row cost at least: its tokens alone (`token floor ×`) and its steps' fixed
+    part alone (`step floor ×`), both as multiples of vanilla's time per token. On a GPU
+    a step of a few dozen tokens costs about what a one-token step does; here each token
+    adds to it, so a search's engine tokens, not its steps, set the ratio."""
+    cost = engine_profile.fit_step_cost(rows)
+    if cost is None:
+        return []
+    for row in rows:
+        steps = row["engine steps/token"] / 1000 / row["vanilla s/token"]
+        row["token floor ×"] = steps * row["engine tokens/step"] * cost.per_token_ms
+        row["step floor ×"] = steps * cost.fixed_ms
+    return [cost.row(len(rows))]
 
 
 async def scaling(url: str, questions: list[str], levels: tuple[int, ...]) -> list[dict]:
     rows = []
     cases = {"rain reduced": (SMOL, RAIN_REDUCED, 16), "nudging": (GEMMA, "nudging", 48),
-             "vanilla": (SMOL, None, 48)}
+             "vanilla": (SMOL, None, 48),
+             # nudging's base alone: how far batching on this machine can take nudging
+             "vanilla gemma-3-270m": (GEMMA, None, 48)}
     for name, (model, alignment, tokens) in cases.items():
+        alone = None
         for concurrency in levels:
             bodies = [chat(model, questions[i % len(questions)], tokens, seed=i,
                            **({"alignment": alignment} if alignment else {}))
                       for i in range(max(2, concurrency))]
             done = await load.run(url, bodies, concurrency)
+            alone = alone or done.throughput
             rows.append({"strategy": name, "concurrency": concurrency,
                          "requests": len(bodies), "tokens/s": done.throughput,
+                         "÷ one at a time": done.throughput / alone,
                          "wall s": done.wall, "errors": len(done.errors)})
     return rows
 
@@ -381,8 +419,8 @@ async def served_sections(parts: set[str], plan: Plan, weights: dict[str, Path],
                 mine.url, mt, AutoTokenizer.from_pretrained(weights[SMOL]))
             lap("nudging cost")
         if "rain" in parts:
-            sections["RAIN cost"] = await rain_cost(mine.url, harmful[: plan.rain_prompts],
-                                                    harmful[: plan.rain_reduced_prompts])
+            sections["RAIN cost"], sections["RAIN step cost"] = await rain_cost(
+                mine.url, harmful[: plan.rain_prompts], harmful[: plan.rain_reduced_prompts])
             lap("RAIN cost")
         if "scaling" in parts:
             sections["scaling"] = await scaling(mine.url, harmful, plan.scaling)

@@ -102,6 +102,31 @@ def evaluator_plot(path: Path, rows: list[dict]) -> None:
     plt.close(fig)
 
 
+def step_cost_plot(path: Path, rows: list[dict], fits: list[dict]) -> None:
+    """Each run's mean engine step time against the tokens its steps carried, and the
+    fitted price of a step: is a step's cost fixed (as on a GPU) or paid per token?"""
+    if not rows or not fits:
+        return
+    plt = _pyplot()
+    fit = fits[0]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [r["engine tokens/step"] for r in rows]
+    ax.plot(xs, [r["ms/step"] for r in rows], "o", label="runs of this section")
+    for row in rows:
+        ax.annotate(row["strategy"].replace("rain ", ""), (row["engine tokens/step"],
+                    row["ms/step"]), fontsize=6, xytext=(3, -8), textcoords="offset points")
+    top = max(xs) * 1.1
+    ax.plot([0, top], [fit["fixed ms/step"], fit["fixed ms/step"] + fit[
+        "ms per token in a step"] * top], "-", label=f"{fit['fixed ms/step']:.0f} ms + "
+            f"{fit['ms per token in a step']:.2f} ms × tokens")
+    ax.set(xlabel="engine tokens per step (prompt computed + decoded)", ylabel="ms per step",
+           title="Price of an engine step (SmolLM2, this machine)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot(out: Path, sections: dict[str, list[dict]]) -> None:
     import matplotlib.ticker
 
@@ -115,6 +140,8 @@ def plot(out: Path, sections: dict[str, list[dict]]) -> None:
     evaluator_plot(out / "evaluator.png", next(
         (rows for name, rows in sections.items() if name.startswith("evaluator accuracy (")),
         []))
+    step_cost_plot(out / "step-cost.png", sections.get("RAIN cost", []),
+                   sections.get("RAIN step cost", []))
     cost = sections.get("nudging cost", []) + sections.get("RAIN cost", [])
     if cost:
         fig, ax = plt.subplots(figsize=(7, 4))
