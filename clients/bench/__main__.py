@@ -177,15 +177,10 @@ async def engines_profiled(url: str, bodies: list[dict]) -> tuple[load.Run, dict
     """`bodies` one at a time, with what each of nudging's two engines ran meanwhile: is
     the base engine busy the whole time, or waiting on the nudger and the front end?"""
     models = {"base": GEMMA, "nudger": SMOL}
-    before = {role: await engine_profile.read(url, model) for role, model in models.items()}
-    run = await load.run(url, bodies, 1)
-    profile = {}
-    for role, model in models.items():
-        columns = engine_profile.columns(await engine_profile.read(url, model) - before[role],
-                                         run.tokens, run.wall)
-        profile |= {f"{role} {name}": columns[name]
-                    for name in ("engine busy share", "engine steps/token", "ms/step")}
-    return run, profile
+    run, profiles = await engine_profile.during(url, list(models.values()),
+                                                load.run(url, bodies, 1))
+    return run, {f"{role} {name}": profiles[model][name] for role, model in models.items()
+                 for name in ("engine busy share", "engine steps/token", "ms/step")}
 
 
 async def cold_start(url: str, question: str) -> list[dict]:
@@ -212,10 +207,9 @@ async def rain_cost(url: str, questions: list[str], reduced_questions: list[str]
                     ) -> tuple[list[dict], list[dict]]:
     """RAIN vs vanilla on SmolLM2, each configuration unseeded and seeded: seeded requests
     once explored a degenerate tree (issue 10), so a seeded row alone is not evidence."""
-    before = await engine_profile.read(url, SMOL)
-    base = await load.run(url, [chat(SMOL, q, 24) for q in questions], 1)
-    rows = [cost_row("vanilla", base, base, **engine_profile.columns(
-        await engine_profile.read(url, SMOL) - before, base.tokens, base.wall))]
+    base, profiles = await engine_profile.during(
+        url, [SMOL], load.run(url, [chat(SMOL, q, 24) for q in questions], 1))
+    rows = [cost_row("vanilla", base, base, **profiles[SMOL])]
     configs = {"rain default, parallel 1": {"strategy": "rain"},
                "rain default, parallel 4": {"strategy": "rain", "parallel_searches": 4},
                "rain reduced (10 visits), parallel 1": RAIN_REDUCED,
@@ -223,12 +217,10 @@ async def rain_cost(url: str, questions: list[str], reduced_questions: list[str]
     for name, alignment in configs.items():
         prompts = reduced_questions if alignment.get("max_visits") else questions
         for seeded in (False, True):
-            before = await engine_profile.read(url, SMOL)
-            done = await load.run(url, [chat(SMOL, q, 24, alignment=alignment,
-                                             **({"seed": i} if seeded else {}))
-                                        for i, q in enumerate(prompts)], 1)
-            profile = engine_profile.columns(await engine_profile.read(url, SMOL) - before,
-                                             done.tokens, done.wall)
+            done, profiles = await engine_profile.during(url, [SMOL], load.run(
+                url, [chat(SMOL, q, 24, alignment=alignment, **({"seed": i} if seeded else {}))
+                      for i, q in enumerate(prompts)], 1))
+            profile = profiles[SMOL]
             sets = [s or 1 for s in done.stat("committed_sets")]
             hit = mean(done.stat("prefix_cache_hit_rate"))
             ceiling = mean(done.stat("prefix_cache_hit_ceiling"))
@@ -250,18 +242,22 @@ async def rain_cost(url: str, questions: list[str], reduced_questions: list[str]
 
 
 def priced(rows: list[dict]) -> list[dict]:
-    """This machine's price of an engine step, fitted over `rows`' profiles, and what it
-    makes each row cost at least: its tokens alone (`token floor ×`) and its steps' fixed
-    part alone (`step floor ×`), both as multiples of vanilla's time per token. On a GPU
-    a step of a few dozen tokens costs about what a one-token step does; here each token
-    adds to it, so a search's engine tokens, not its steps, set the ratio."""
+    """This machine's price of an engine step, fitted over `rows`' profiles (returned as
+    a one-row section), and, added to each row in place, what it makes the row cost at
+    least, as multiples of vanilla's time per token (`rows[0]` is vanilla): its engine
+    tokens alone (`token floor ×`) and its steps' fixed part alone (`step floor ×`) —
+    together about the row's ratio when the engine is busy the whole run — and its steps
+    over vanilla's (`steps ÷ vanilla's`): the ratio where a step costs the same whatever
+    it carries (as a step of a few dozen tokens nearly does on a GPU)."""
     cost = engine_profile.fit_step_cost(rows)
     if cost is None:
         return []
+    vanilla_steps = rows[0]["engine steps/token"]
     for row in rows:
         steps = row["engine steps/token"] / 1000 / row["vanilla s/token"]
         row["token floor ×"] = steps * row["engine tokens/step"] * cost.per_token_ms
         row["step floor ×"] = steps * cost.fixed_ms
+        row["steps ÷ vanilla's"] = row["engine steps/token"] / vanilla_steps
     return [cost.row(len(rows))]
 
 
@@ -277,12 +273,18 @@ async def scaling(url: str, questions: list[str], levels: tuple[int, ...]) -> li
             bodies = [chat(model, questions[i % len(questions)], tokens, seed=i,
                            **({"alignment": alignment} if alignment else {}))
                       for i in range(max(2, concurrency))]
-            done = await load.run(url, bodies, concurrency)
+            done, profiles = await engine_profile.during(
+                url, [GEMMA, SMOL], load.run(url, bodies, concurrency))
             alone = alone or done.throughput
-            rows.append({"strategy": name, "concurrency": concurrency,
-                         "requests": len(bodies), "tokens/s": done.throughput,
-                         "÷ one at a time": done.throughput / alone,
-                         "wall s": done.wall, "errors": len(done.errors)})
+            row = {"strategy": name, "concurrency": concurrency, "requests": len(bodies),
+                   "tokens/s": done.throughput,
+                   "÷ one at a time": done.throughput / alone if alone else float("nan"),
+                   "wall s": done.wall, "errors": len(done.errors)}
+            for engine, profile in profiles.items():  # did concurrent requests share steps?
+                short = engine.split("-")[0]
+                row |= {f"{short} mean batch": profile["mean batch"],
+                        f"{short} busy share": profile["engine busy share"]}
+            rows.append(row)
     return rows
 
 

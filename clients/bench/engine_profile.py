@@ -9,10 +9,14 @@ from several runs' profiles: a fixed cost plus a cost per token the step carries
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import httpx
+import numpy as np
 
 SAMPLE = re.compile(r'^(align_engine_\w+?)(?:_total)?\{(.*?)\} ([0-9.e+-]+)$')
 KEYS = ("steps", "step_requests", "prefill_computed_tokens", "busy_seconds",
@@ -40,10 +44,29 @@ async def read(url: str, model: str) -> Counters:
     return Counters(values)
 
 
+class Measured(Protocol):
+    tokens: int
+    wall: float
+
+
+M = TypeVar("M", bound=Measured)
+
+
+async def during(url: str, models: Sequence[str], work: Awaitable[M]
+                 ) -> tuple[M, dict[str, dict[str, float]]]:
+    """`work`'s result, and each model's profile columns over the time it ran."""
+    before = {model: await read(url, model) for model in models}
+    done = await work
+    return done, {model: columns(await read(url, model) - before[model], done.tokens,
+                                 done.wall) for model in models}
+
+
 def columns(delta: Counters, answer_tokens: int, wall: float) -> dict[str, float]:
     """The profile as benchmark columns, per answer token where that is the unit."""
     v, answer = delta.values, max(1, answer_tokens)
     steps = v.get("steps", 0.0)
+    # tokens decoded include each request's last, never fed back: a few % high for RAIN's
+    # many one-token requests
     computed = v.get("prefill_computed_tokens", 0.0) + v.get("generated_tokens", 0.0)
     return {"engine steps/token": steps / answer,
             "engine tokens/step": computed / steps if steps else float("nan"),
@@ -71,11 +94,9 @@ class StepCost:
 def fit_step_cost(rows: list[dict]) -> StepCost | None:
     """The fit over `rows` carrying profile columns (None with fewer than two distinct
     step sizes: nothing to fit)."""
-    import numpy as np
-
     points = [(r["engine tokens/step"], r["ms/step"]) for r in rows
-              if r.get("engine tokens/step", float("nan")) == r.get("engine tokens/step")
-              and r.get("ms/step", float("nan")) == r.get("ms/step")]
+              if math.isfinite(r.get("engine tokens/step", math.nan))
+              and math.isfinite(r.get("ms/step", math.nan))]
     if len({x for x, _ in points}) < 2:
         return None
     x, y = np.array(points).T

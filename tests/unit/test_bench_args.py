@@ -1,6 +1,7 @@
 """The bench's command line: which parts run and which models the evaluator part measures;
 the evaluator part alone, over stand-in judges."""
 
+import asyncio
 import functools
 import json
 from pathlib import Path
@@ -94,3 +95,31 @@ async def test_the_evaluator_part_runs_without_a_server_and_keeps_two_qwens_apar
     by_category = results["evaluator accuracy by category"]
     assert {"qwen2.5-coder-0.5b calibrated", "qwen2.5-coder-1.5b calibrated"} <= set(by_category[0])
     assert "effect" not in results and (out / "evaluator.png").is_file()
+
+
+def test_scaling_sends_each_case_to_its_own_model_at_every_level(monkeypatch):
+    """Each strategy's requests name its model at every concurrency, whatever the engine
+    profiles are keyed by (a loop variable once shadowed the model: nudging then went to
+    the nudger and every level but the first failed)."""
+    from clients.bench import load
+
+    sent: list[tuple[int, set[str], object]] = []
+
+    async def fake_run(url, bodies, concurrency):
+        sent.append((concurrency, {b["model"] for b in bodies}, bodies[0].get("alignment")))
+        return load.Run([load.Result(start=0.0, completion_tokens=8)], wall=1.0)
+
+    async def fake_during(url, models, work):
+        return await work, {m: {"mean batch": 1.0, "engine busy share": 1.0} for m in models}
+
+    monkeypatch.setattr(bench.load, "run", fake_run)
+    monkeypatch.setattr(bench.engine_profile, "during", fake_during)
+    rows = asyncio.run(bench.scaling("http://server", ["q"], (1, 2, 8)))
+    expected = {"rain reduced": bench.SMOL, "nudging": bench.GEMMA, "vanilla": bench.SMOL,
+                "vanilla gemma-3-270m": bench.GEMMA}
+    assert [(r["strategy"], r["concurrency"]) for r in rows] == [
+        (name, level) for name in expected for level in (1, 2, 8)]
+    for (level, models, alignment), row in zip(sent, rows, strict=True):
+        assert models == {expected[row["strategy"]]} and level == row["concurrency"]
+        assert (alignment is not None) == (row["strategy"] in ("rain reduced", "nudging"))
+    assert rows[0]["gemma mean batch"] == 1.0 and rows[0]["÷ one at a time"] == 1.0

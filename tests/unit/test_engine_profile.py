@@ -79,5 +79,6 @@ def test_priced_floors_add_up_to_the_ratio_of_a_fully_busy_engine():
     assert search["token floor ×"] == pytest.approx(20 * 40 * 3 / 1000 / 0.05)  # 48
     assert search["step floor ×"] == pytest.approx(20 * 40 / 1000 / 0.05)  # 16
     assert search["token floor ×"] + search["step floor ×"] == pytest.approx(3.2 / 0.05)
+    assert search["steps ÷ vanilla's"] == 20 and rows[0]["steps ÷ vanilla's"] == 1
     alone = profiled("search", 40.0, 160.0, 20.0)
     assert priced([alone]) == [] and "token floor ×" not in alone  # one run: nothing fits
