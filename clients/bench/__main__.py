@@ -252,7 +252,7 @@ def priced(rows: list[dict]) -> list[dict]:
     cost = engine_profile.fit_step_cost(rows)
     if cost is None:
         return []
-    vanilla_steps = rows[0]["engine steps/token"]
+    vanilla_steps = rows[0]["engine steps/token"] or float("nan")
     for row in rows:
         steps = row["engine steps/token"] / 1000 / row["vanilla s/token"]
         row["token floor ×"] = steps * row["engine tokens/step"] * cost.per_token_ms
@@ -275,7 +275,8 @@ async def scaling(url: str, questions: list[str], levels: tuple[int, ...]) -> li
                       for i in range(max(2, concurrency))]
             done, profiles = await engine_profile.during(
                 url, [GEMMA, SMOL], load.run(url, bodies, concurrency))
-            alone = alone or done.throughput
+            if alone is None:
+                alone = done.throughput
             row = {"strategy": name, "concurrency": concurrency, "requests": len(bodies),
                    "tokens/s": done.throughput,
                    "÷ one at a time": done.throughput / alone if alone else float("nan"),

@@ -122,4 +122,5 @@ def test_scaling_sends_each_case_to_its_own_model_at_every_level(monkeypatch):
     for (level, models, alignment), row in zip(sent, rows, strict=True):
         assert models == {expected[row["strategy"]]} and level == row["concurrency"]
         assert (alignment is not None) == (row["strategy"] in ("rain reduced", "nudging"))
-    assert rows[0]["gemma mean batch"] == 1.0 and rows[0]["÷ one at a time"] == 1.0
+    assert all(row["gemma mean batch"] == row["smollm2 busy share"] == 1.0 for row in rows)
+    assert rows[0]["÷ one at a time"] == 1.0

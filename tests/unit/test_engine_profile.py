@@ -82,3 +82,28 @@ def test_priced_floors_add_up_to_the_ratio_of_a_fully_busy_engine():
     assert search["steps ÷ vanilla's"] == 20 and rows[0]["steps ÷ vanilla's"] == 1
     alone = profiled("search", 40.0, 160.0, 20.0)
     assert priced([alone]) == [] and "token floor ×" not in alone  # one run: nothing fits
+
+
+def test_during_reads_each_model_before_and_after_the_work(monkeypatch):
+    order: list[str] = []
+    counts = {"a": 10.0, "b": 100.0}
+
+    async def read(url, model):
+        order.append(f"read {model}")
+        return engine_profile.Counters({"steps": counts[model], "busy_seconds": counts[model]})
+
+    class Done:
+        tokens, wall = 5, 2.0
+
+    async def work():
+        order.append("work")
+        counts["a"] += 4  # model a ran 4 steps during the work, b none
+        return Done()
+
+    monkeypatch.setattr(engine_profile, "read", read)
+    done, profiles = asyncio.run(engine_profile.during("http://server", ["a", "b"], work()))
+    assert order == ["read a", "read b", "work", "read a", "read b"]
+    assert isinstance(done, Done)
+    assert profiles["a"]["engine steps/token"] == pytest.approx(4 / 5)
+    assert profiles["a"]["engine busy share"] == pytest.approx(4 / 2.0)
+    assert profiles["b"]["engine steps/token"] == 0
