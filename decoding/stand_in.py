@@ -52,6 +52,9 @@ class StandInEngine:
 
     def render_chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
                     continue_final_message: bool = False) -> str:
+        if continue_final_message and add_generation_prompt:  # as transformers refuses it
+            raise ValueError("continue_final_message and add_generation_prompt are not "
+                             "compatible.")
         text = "".join(f"<{m.role}>{m.content}</{m.role}>" for m in messages)
         if continue_final_message:
             return text.removesuffix(f"</{messages[-1].role}>")

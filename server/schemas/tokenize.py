@@ -28,15 +28,16 @@ class TokenizeChatRequest(_TokenizeBase):
     continue_final_message: bool = False
     add_special_tokens: bool = Field(False, description="on top of the chat template's")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _one_ending(cls, data: Any) -> Any:
-        """As vLLM: both set true is an error (the defaults alone are not)."""
-        if isinstance(data, dict) and data.get("continue_final_message") is True \
-                and data.get("add_generation_prompt") is True:
-            raise ValueError("Cannot set both `continue_final_message` and "
-                             "`add_generation_prompt` to True.")
-        return data
+    @model_validator(mode="after")
+    def _one_ending(self) -> TokenizeChatRequest:
+        """Both asked for is an error, as in vLLM; `continue_final_message` alone turns
+        the default generation prompt off (the chat template cannot do both)."""
+        if self.continue_final_message and self.add_generation_prompt:
+            if "add_generation_prompt" in self.model_fields_set:
+                raise ValueError("Cannot set both `continue_final_message` and "
+                                 "`add_generation_prompt` to True.")
+            self.add_generation_prompt = False
+        return self
 
 
 def _kind(data: Any) -> str:

@@ -44,6 +44,10 @@ def test_chat_template_flags(client, engines):
                                                "add_generation_prompt": False,
                                                "continue_final_message": True}).json()
     assert decode(open_turn["tokens"]).endswith("Hel")
+    # continue_final_message alone turns the default generation prompt off (it was a 500)
+    alone = client.post("/tokenize", json={"model": "chat", "messages": continued,
+                                           "continue_final_message": True})
+    assert alone.status_code == 200 and alone.json()["tokens"] == open_turn["tokens"]
 
 
 def test_default_model_is_the_first_served(client, engines):
@@ -58,6 +62,8 @@ def test_default_model_is_the_first_served(client, engines):
     ("/tokenize", {"messages": [{"role": "wizard", "content": "a"}]}, 400, "messages[0].role"),
     ("/tokenize", {"messages": MESSAGES, "add_generation_prompt": True,
                    "continue_final_message": True}, 400, None),
+    ("/tokenize", {"messages": MESSAGES, "add_generation_prompt": 1,
+                   "continue_final_message": "true"}, 400, None),
     ("/tokenize", {"prompt": "a", "tools": []}, 400, "tools"),
     ("/detokenize", {"tokens": [104, 999]}, 400, "tokens"),
     ("/detokenize", {"tokens": [-1]}, 400, "tokens[0]"),
