@@ -53,6 +53,16 @@ def _pyplot():
     return plt
 
 
+def _finish(fig, ax, path: Path, legend: bool = True, **labels) -> None:
+    """Label the axes, lay out, save to `path` and free the figure."""
+    ax.set(**labels)
+    if legend:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    _pyplot().close(fig)
+
+
 def line_plot(path: Path, rows: list[dict], series: str, x: str, y: str, style: str = "o-",
           **labels) -> None:
     """One line per value of `series`, `y` against `x`."""
@@ -63,11 +73,7 @@ def line_plot(path: Path, rows: list[dict], series: str, x: str, y: str, style: 
     for key in dict.fromkeys(r[series] for r in rows):
         mine = [r for r in rows if r[series] == key]
         ax.plot([r[x] for r in mine], [r[y] for r in mine], style, label=key)
-    ax.set(**labels)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish(fig, ax, path, **labels)
 
 
 def memory_plot(out: Path, samples: list[dict], warmup_minutes: float) -> None:
@@ -94,12 +100,8 @@ def evaluator_plot(path: Path, rows: list[dict]) -> None:
                     textcoords="offset points")
     ax.axhline(0.5, color="grey", linewidth=0.5)  # chance
     ax.margins(x=0.3, y=0.15)  # room for the names
-    ax.set(xlabel="seconds per labelled pair (warm engine)", ylabel="AUC (0.5: chance)",
-           title="RAIN evaluator: separation against cost")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish(fig, ax, path, xlabel="seconds per labelled pair (warm engine)",
+            ylabel="AUC (0.5: chance)", title="RAIN evaluator: separation against cost")
 
 
 def step_cost_plot(path: Path, rows: list[dict], fits: list[dict]) -> None:
@@ -119,12 +121,8 @@ def step_cost_plot(path: Path, rows: list[dict], fits: list[dict]) -> None:
     ax.plot([0, top], [fit["fixed ms/step"], fit["fixed ms/step"] + fit[
         "ms per token in a step"] * top], "-", label=f"{fit['fixed ms/step']:.0f} ms + "
             f"{fit['ms per token in a step']:.2f} ms × tokens")
-    ax.set(xlabel="engine tokens per step (prompt computed + decoded)", ylabel="ms per step",
-           title="Price of an engine step (SmolLM2, this machine)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish(fig, ax, path, xlabel="engine tokens per step (prompt computed + decoded)",
+            ylabel="ms per step", title="Price of an engine step (SmolLM2, this machine)")
 
 
 def plot(out: Path, sections: dict[str, list[dict]]) -> None:
@@ -146,9 +144,8 @@ def plot(out: Path, sections: dict[str, list[dict]]) -> None:
     if cost:
         fig, ax = plt.subplots(figsize=(7, 4))
         ax.barh([r["strategy"] for r in cost], [r["time/token ratio"] for r in cost])
-        ax.set(xlabel="wall time per token ÷ vanilla on the same model", xscale="log",
-               title="Cost of alignment")
+        ax.set_xscale("log")  # before the formatter: setting a scale resets it
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        fig.tight_layout()
-        fig.savefig(out / "cost.png")
-        plt.close(fig)
+        _finish(fig, ax, out / "cost.png", legend=False,
+                xlabel="wall time per token ÷ vanilla on the same model",
+                title="Cost of alignment")

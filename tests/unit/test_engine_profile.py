@@ -107,3 +107,18 @@ def test_during_reads_each_model_before_and_after_the_work(monkeypatch):
     assert profiles["a"]["engine steps/token"] == pytest.approx(4 / 5)
     assert profiles["a"]["engine busy share"] == pytest.approx(4 / 2.0)
     assert profiles["b"]["engine steps/token"] == 0
+
+
+def test_the_report_plots_the_step_price_and_the_cost(tmp_path):
+    from clients.bench import report
+    from clients.bench.__main__ import priced
+
+    rows = [profiled("vanilla", 1.0, 43.0, 1.0) | {"time/token ratio": 1.0},
+            profiled("rain", 40.0, 160.0, 20.0) | {"time/token ratio": 64.0}]
+    sections = {"RAIN cost": rows, "RAIN step cost": priced(rows)}
+    text = report.write(tmp_path, sections, {"machine": "test", "mode": "quick",
+                                             "seconds": 1.0})
+    assert "### RAIN step cost" in text and "token floor ×" in text
+    assert (tmp_path / "step-cost.png").stat().st_size > 0
+    assert (tmp_path / "cost.png").stat().st_size > 0
+    assert not (tmp_path / "scaling.png").exists()  # no section, no plot
