@@ -36,9 +36,9 @@ def build_app(settings: Settings, engines: Mapping[str, Engine] | None = None) -
                 await stop_engines(served)
                 raise
         app.state.engines = served
-        app.state.metrics = Metrics(served)
-        app.state.capabilities = Capabilities.of(served, settings)
         app.state.admission = Admission(settings.max_concurrent_requests)
+        app.state.metrics = Metrics(served, app.state.admission)
+        app.state.capabilities = Capabilities.of(served, settings)
         app.state.started = int(time.time())
         try:
             yield

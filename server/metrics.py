@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from decoding.engine import Engine
+from server.admission import Admission
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 #: vanilla sits at 1; nudging at a few; RAIN at tens to hundreds
@@ -18,7 +19,7 @@ RATIO_BUCKETS = (1, 1.5, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
 class Metrics:
     """One registry per app, so several apps (tests) never share counters."""
 
-    def __init__(self, engines: Mapping[str, Engine]) -> None:
+    def __init__(self, engines: Mapping[str, Engine], admission: Admission) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("align_requests", "Generation requests handled",
                                 ["endpoint", "strategy", "status"], registry=self.registry)
@@ -40,7 +41,7 @@ class Metrics:
                                   "Generation requests by where the strategy was named "
                                   "(body, header, alias, default)",
                                   ["strategy", "source"], registry=self.registry)
-        self.registry.register(_EngineCollector(engines))
+        self.registry.register(_EngineCollector(engines, admission))
 
     def record_request(self, *, endpoint: str, strategy: str, selected_by: str, status: str,
                        seconds: float, first_text: float | None, engine_tokens: int,
@@ -57,10 +58,13 @@ class Metrics:
 
 
 class _EngineCollector(Collector):
-    """Reads each engine's own counters at scrape time (engine requests of all kinds)."""
+    """Reads each engine's own counters at scrape time (engine requests of all kinds), and
+    the requests admitted for each model (a request may hold several engine requests, or
+    none while the front end works between them)."""
 
-    def __init__(self, engines: Mapping[str, Engine]) -> None:
+    def __init__(self, engines: Mapping[str, Engine], admission: Admission) -> None:
         self._engines = engines
+        self._admission = admission
 
     def collect(self) -> Iterator[Metric]:
         families = {
@@ -95,6 +99,9 @@ class _EngineCollector(Collector):
                 "align_engine_busy_seconds",
                 "Time between iterations while requests were running", labels=["model"]),
         }
+        in_flight = GaugeMetricFamily("align_requests_in_flight",
+                                      "Generation requests admitted and not yet finished",
+                                      labels=["model"])
         batches = CounterMetricFamily("align_engine_steps_by_batch",
                                       "Iterations by batch size (requests, up to a power "
                                       "of two)", labels=["model", "batch"])
@@ -104,5 +111,7 @@ class _EngineCollector(Collector):
                 family.add_metric([model_id], getattr(counters, name))
             for size, steps in sorted(counters.batch_sizes.items()):
                 batches.add_metric([model_id, str(size)], steps)
+            in_flight.add_metric([model_id], self._admission.in_flight[model_id])
         yield from families.values()
         yield batches
+        yield in_flight

@@ -216,14 +216,18 @@ def resident(process: psutil.Process) -> dict[str, int]:
 
 
 def engine_gauges(metrics_text: str) -> dict[str, dict[str, float]]:
-    """Per-model `align_engine_running_requests` and `align_engine_aborted_requests`."""
-    found: dict[str, dict[str, float]] = {"running": {}, "aborted": {}}
+    """Per-model `align_engine_running_requests` ("running"),
+    `align_engine_aborted_requests` ("aborted") and `align_requests_in_flight` ("in_flight")."""
+    names = {
+        "align_engine_running_requests": "running",
+        "align_engine_aborted_requests_total": "aborted",
+        "align_requests_in_flight": "in_flight",
+    }
+    found: dict[str, dict[str, float]] = {key: {} for key in names.values()}
     for family in text_string_to_metric_families(metrics_text):
         for sample in family.samples:
-            if sample.name == "align_engine_running_requests":
-                found["running"][sample.labels["model"]] = sample.value
-            elif sample.name == "align_engine_aborted_requests_total":
-                found["aborted"][sample.labels["model"]] = sample.value
+            if sample.name in names:
+                found[names[sample.name]][sample.labels["model"]] = sample.value
     return found
 
 

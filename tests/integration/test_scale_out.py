@@ -30,6 +30,8 @@ from tests.integration.conftest import API_KEY, SMOL, TINY, TINY_CONTEXT
 from tests.integration.nginx import UPSTREAM_HEADER, start_nginx, start_stand_in, stop_nginx
 
 STAND_IN_KEY = "gateway-key"  # tests/integration/stand_in_server.py's
+#: seconds the stopper waits for the moment it wants before stopping the replica anyway
+WAIT_LIMIT = 30
 
 
 @dataclass(frozen=True)
@@ -75,15 +77,13 @@ async def ask(
     return Answer(streamed, status, upstreams, started, time.monotonic())
 
 
-async def answering_both(
-    client: httpx.AsyncClient, replica: Launched, streams: int, engine_requests_each: int
-) -> bool:
+async def answering_both(client: httpx.AsyncClient, replica: Launched, streams: int) -> bool:
     """Whether the replica is answering a non-streamed request besides its `streams`: a
     client sees which replica answers only when the answer starts, but the replica's
-    engine requests in flight (at most `engine_requests_each` per request) tell."""
+    count of requests in flight tells."""
     metrics = (await client.get(f"{replica.url}/metrics")).text
-    running = sum(engine_gauges(metrics)["running"].values())
-    return streams > 0 and running > engine_requests_each * streams
+    in_flight = sum(engine_gauges(metrics)["in_flight"].values())
+    return streams > 0 and in_flight > streams
 
 
 async def load_and_stop(
@@ -95,16 +95,17 @@ async def load_and_stop(
     *,
     clients: int,
     streaming_clients: int,
-    engine_requests_each: int,
     before: float,
     after: float,
 ) -> tuple[list[Answer], float]:
-    """`clients` loops (the first `streaming_clients` streamed) for `before + after`
-    seconds; after `before` seconds, once the replica is answering a stream and a
-    non-streamed request, it is stopped. Returns the answers and when it was stopped."""
+    """`clients` loops (the first `streaming_clients` streamed); after `before` seconds,
+    once the replica is answering a stream and a non-streamed request (or `WAIT_LIMIT`
+    seconds later), it is stopped, and the loops go on for `after` seconds more. Returns
+    the answers and when it was stopped."""
     answers: list[Answer] = []
     under_way: Counter[tuple[bool, str]] = Counter()
     address = f"127.0.0.1:{replica.port}"
+    stopped = asyncio.Event()
     stopped_at = float("inf")
     async with httpx.AsyncClient(
         base_url=url,
@@ -112,23 +113,22 @@ async def load_and_stop(
         timeout=300,
         limits=httpx.Limits(max_connections=64),
     ) as client:
-        end = time.monotonic() + before + after
 
         async def loop(streamed: bool) -> None:
-            while time.monotonic() < end:
+            while not stopped.is_set() or time.monotonic() < stopped_at + after:
                 answers.append(await ask(client, body, streamed, under_way))
 
         async def stopper() -> None:
             nonlocal stopped_at
             await asyncio.sleep(before)
-            for _ in range(500):
-                if await answering_both(
-                    client, replica, under_way[(True, address)], engine_requests_each
-                ):
-                    break
+            give_up = time.monotonic() + WAIT_LIMIT
+            while time.monotonic() < give_up and not await answering_both(
+                client, replica, under_way[(True, address)]
+            ):
                 await asyncio.sleep(0.02)
             stopped_at = time.monotonic()
             stop_replica(replica, how)
+            stopped.set()
 
         await asyncio.gather(stopper(), *(loop(i < streaming_clients) for i in range(clients)))
     return answers, stopped_at
@@ -187,7 +187,6 @@ def test_stopping_a_stand_in_replica_loses_no_non_streamed_request(tmp_path, how
                     how,
                     clients=8,
                     streaming_clients=3,
-                    engine_requests_each=1,
                     before=1.5,
                     after=3,
                 )
@@ -263,7 +262,6 @@ def test_killing_a_replica_loses_no_non_streamed_request(replicas, tmp_path):
                 signal.SIGKILL,
                 clients=8,
                 streaming_clients=3,
-                engine_requests_each=2,  # nudging: the base's and the nudger's at once
                 before=5,
                 after=10,
             )

@@ -11,6 +11,7 @@ from prometheus_client import generate_latest
 
 from clients.bench import report, soak
 from decoding.stand_in import StandInEngine
+from server.admission import Admission
 from server.metrics import Metrics
 from tests.integration.nginx import start_stand_in
 
@@ -19,11 +20,21 @@ def test_engine_gauges_read_what_the_server_exports():
     engines = {"chat": StandInEngine("chat"), "base": StandInEngine("base", role="base")}
     engines["chat"].counters.running = 2
     engines["base"].counters.aborted = 3
-    text = generate_latest(Metrics(engines).registry).decode()
+    admission = Admission(limit=4)
+    admission.reserve("base", request := Holder())
+    text = generate_latest(Metrics(engines, admission).registry).decode()
     assert soak.engine_gauges(text) == {
         "running": {"chat": 2.0, "base": 0.0},
         "aborted": {"chat": 0.0, "base": 3.0},
+        "in_flight": {"chat": 0.0, "base": 1.0},
     }
+    request.release()
+    text = generate_latest(Metrics(engines, admission).registry).decode()
+    assert soak.engine_gauges(text)["in_flight"] == {"chat": 0.0, "base": 0.0}
+
+
+class Holder:
+    """What `Admission.reserve` hangs its release on (a request's decoding)."""
 
 
 @pytest.mark.parametrize(("share", "expected"), [(0.5, 50), (0.99, 99), (1.0, 100), (0.0, 1)])
