@@ -32,11 +32,13 @@ BLOCK = 4
 
 class StandInEngine:
     def __init__(self, model_id: str = "stand-in", *, role: ModelRole = "chat",
-                 max_model_len: int = 512, local: bool = True) -> None:
+                 max_model_len: int = 512, local: bool = True, step_seconds: float = 0
+                 ) -> None:
         self.info = ModelInfo(model_id, f"/stand-in/{model_id}", role, max_model_len, 258,
                               (EOS,), BOS, role == "chat", BLOCK, local=local)
         self.counters = EngineCounters()
         self.dead = False
+        self.step_seconds = step_seconds  # what each decoded token takes (a slower model)
         self.aborted: list[str] = []
         self.prompts: list[list[int]] = []
         self.calls: list[tuple[str, SamplingOptions | None]] = []  # (request id, options)
@@ -86,7 +88,7 @@ class StandInEngine:
         self.counters.running += 1
         try:
             for step in range(options.max_tokens):
-                await asyncio.sleep(0)
+                await asyncio.sleep(self.step_seconds)
                 self.check_alive()  # as vLLM: a dying engine fails the requests in flight
                 dist = self.distribution(context)
                 ends = {*options.stop_token_ids, *(() if options.ignore_eos else (EOS,))}
@@ -155,7 +157,7 @@ class StandInSession:
             counters.requests += 1
             counters.running += 1
         self._context += new_token_ids  # before any await: `close` must see it open
-        await asyncio.sleep(0)
+        await asyncio.sleep(self._engine.step_seconds)
         cached = (self._engine.cache_lookup(list(self._context)) if first
                   else len(self._context) - len(new_token_ids))
         dist = self._engine.distribution(self._context)

@@ -291,6 +291,48 @@ async def test_kept_open_sessions_write_what_fresh_requests_write(gamma):
     assert session["engine_requests"]["nudger"] < fresh["engine_requests"]["nudger"]
 
 
+async def nudge_with(engines: dict, gamma: float, question: str, **options):
+    request = DecodeRequest(
+        "r", engines["base"], engines, [], SamplingOptions(max_tokens=48, temperature=0,
+                                                           **options), 1,
+        (Message("user", question),), NudgingParams("chat", gamma=gamma, return_spans=True))
+    run, text = DecodeRun(), ""
+    async with aclosing(NudgingStrategy().run(request, run)) as deltas:
+        async for delta in deltas:
+            text += delta.text
+    assert all(e.counters.running == 0 for e in engines.values())
+    return text, run
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("penalty", [1.0, 1.01], ids=["sessions", "fresh requests"])
+async def test_rounds_begun_while_the_last_chunk_is_decoded_change_nothing(penalty):
+    """A slow nudger: the base's stretch is over while the chunk's tail is still decoded,
+    so the next round begins early. A slow base: every chunk is complete before its round
+    ends, so none does. The answers are the same, word for word and span for span."""
+    early = 0
+    for gamma in (0.1, 0.15, 0.2):  # the stand-in base is seldom surer than 0.2
+        for pair in ("", "-b", "-c", "-d"):  # the model ids seed the stand-ins' "knowledge"
+            answers = []
+            for slow in ("chat", "base"):
+                engines = {
+                    "chat": StandInEngine(f"chat{pair}",
+                                          step_seconds=0.002 * (slow == "chat")),
+                    "base": StandInEngine(f"base{pair}", role="base",
+                                          step_seconds=0.002 * (slow == "base"))}
+                answers.append(await nudge_with(engines, gamma, "Tell me something.",
+                                                repetition_penalty=penalty))
+            (text, run), (slow_base_text, slow_base_run) = answers
+            assert text == slow_base_text
+            assert run.extras["spans"] == slow_base_run.extras["spans"]
+            for key in ("rounds", "end", "nudged_tokens", "base_tokens_kept",
+                        "base_tokens_discarded"):
+                assert run.stats[key] == slow_base_run.stats[key], key
+            assert slow_base_run.stats["rounds_started_early"] == 0
+            early += run.stats["rounds_started_early"]
+    assert early > 5
+
+
 # --- the driver's rules on scripted stand-ins ---------------------------------------
 
 class Scripted(StandInEngine):
@@ -314,8 +356,8 @@ class Scripted(StandInEngine):
 
 async def run_scripted(nudger_script: str, base_script: str, base_certainty: float,
                        gamma: float, max_tokens: int = 60, params: dict | None = None,
-                       **options):
-    engines = {"chat": Scripted("chat", nudger_script, 0.9),
+                       nudger_step: float = 0, **options):
+    engines = {"chat": Scripted("chat", nudger_script, 0.9, step_seconds=nudger_step),
                "base": Scripted("base", base_script, base_certainty, role="base")}
     request = DecodeRequest(
         "r", engines["base"], engines, [],
@@ -331,12 +373,19 @@ async def run_scripted(nudger_script: str, base_script: str, base_certainty: flo
 
 
 @pytest.mark.asyncio
-async def test_the_nudgers_eos_in_its_chunk_ends_the_answer_with_the_chunk():
-    text, run, engines = await run_scripted("Hi there you.", "zzz zzz", 0.99, 0.4)
+@pytest.mark.parametrize("nudger_step", [0, 0.01], ids=["chunk first", "stretch first"])
+async def test_the_nudgers_eos_in_its_chunk_ends_the_answer_with_the_chunk(nudger_step):
+    """With a slow nudger the base's stretch is over before the chunk's EOS is decoded:
+    the next round begins early and is undone with this one."""
+    text, run, engines = await run_scripted("Hi there you.", "zzz zzz", 0.99, 0.4,
+                                            nudger_step=nudger_step)
     assert text == "Hi there you." and run.stats["end"] == "nudger_eos"
     # the base was asked while the chunk was decoded, but nothing of it is kept
     assert [s["source"] for s in run.extras["spans"]] == ["nudger"]
     assert engines["base"].counters.running == 0
+    assert run.stats["rounds"] == 1
+    assert run.stats["rounds_undone"] == run.stats["rounds_started_early"] == (nudger_step > 0)
+    assert run.stats["nudged_tokens"] == len(text)
 
 
 @pytest.mark.asyncio

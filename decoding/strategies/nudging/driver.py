@@ -9,6 +9,13 @@ The base then writes on, read in chunks of 16 tokens, until its first uncertain 
 EOS, or a repetition; that token and what follows are dropped, and the next round
 begins. Both models keep token-id ledgers (see `ledger`), so each step sends only new
 tokens; text is emitted as soon as no later stop string can cut it.
+
+The rest of a chunk after the take-over matters only for its EOS check. When the answer
+has left the chunk (so the next chunk needs a new nudger session anyway), the round is
+kept provisionally and the next one begins while the tail is still decoded, side by
+side on the nudger's engine; should the tail end in EOS, both rounds are undone and the
+answer ends with the whole chunk, as the reference ends it. Nothing of a provisional
+round reaches the client before its tail is read.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
-from decoding.engine import Engine
+from decoding.engine import Engine, TokenSession
 from decoding.errors import InvalidRequest
 from decoding.prompts import PLAIN_STOP, render_plain
 from decoding.seeds import derive_seed
@@ -29,7 +36,7 @@ from decoding.strategies.base import (
     merge_streams,
     refuse_response_format,
 )
-from decoding.strategies.nudging.ledger import Ledger
+from decoding.strategies.nudging.ledger import Ledger, Reading
 from decoding.strategies.nudging.params import NudgingParams
 from decoding.strategies.nudging.policy import (
     ChunkWords,
@@ -65,6 +72,7 @@ class Answer:
     text: str = ""
     emitted: int = 0
     stopped: bool = False
+    held: int | None = None  # text from here on is provisional: not emitted yet
 
     def add(self, source: Source, text: str, token_lengths: Sequence[int]) -> None:
         """Append a model's text; a stop string (even one that began in text already
@@ -112,6 +120,8 @@ class Answer:
         """New text that no later stop string can cut (all of it once `done`)."""
         upto = len(self.text) if done or self.stopped else stop_safe_length(self.text,
                                                                               self.stops)
+        if self.held is not None:
+            upto = min(upto, self.held)
         upto = max(self.emitted, upto)
         new, self.emitted = self.text[self.emitted:upto], upto
         return new
@@ -136,6 +146,9 @@ class NudgeState:
     base_discarded: int = 0
     finish: FinishReason | None = None
     end: str = ""
+    pending: Pending | None = None  # a provisional round whose chunk is still decoded
+    rounds_started_early: int = 0
+    rounds_undone: int = 0
 
     @property
     def room(self) -> int:
@@ -180,8 +193,54 @@ class NudgeState:
         return f"{self.request_id}-r{self.rounds}{kind}{step or ''}"
 
     async def close_sessions(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            await pending.feed.cancel()
         await self.base.close_session()
         await self.nudger.close_session()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A run's state before a provisional round, to undo it (ledgers only grow)."""
+
+    answer: Answer
+    guard: RepeatGuard
+    base_ids: int
+    nudger_ids: int
+    base_started: bool
+    chunk: Chunk | None
+    rounds: int
+    nudged_words: int
+    base_discarded: int
+
+    @classmethod
+    def of(cls, state: NudgeState) -> Snapshot:
+        answer = replace(state.answer, pieces=list(state.answer.pieces))
+        return cls(answer, replace(state.guard), len(state.base.ids), len(state.nudger.ids),
+                   state.base_started, state.chunk, state.rounds, state.nudged_words,
+                   state.base_discarded)
+
+    def restore(self, state: NudgeState) -> None:
+        emitted = state.answer.emitted  # what the client has seen stays seen
+        state.answer = replace(self.answer, pieces=list(self.answer.pieces), emitted=emitted,
+                               held=None)
+        state.guard = replace(self.guard)
+        del state.base.ids[self.base_ids:]
+        del state.nudger.ids[self.nudger_ids:]
+        state.base_started, state.chunk, state.chunk_chars = self.base_started, self.chunk, 0
+        state.rounds_undone += state.rounds - self.rounds
+        state.rounds, state.nudged_words = self.rounds, self.nudged_words
+        state.base_discarded = self.base_discarded
+        state.finish, state.end = None, ""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A provisional round: its chunk's feed (still decoding) and the state before it."""
+
+    feed: ChunkFeed
+    before: Snapshot
 
 
 @dataclass(slots=True)
@@ -195,6 +254,9 @@ class Chunk:
     @property
     def text(self) -> str:
         return "".join(self.texts)
+
+    def copy(self) -> Chunk:
+        return Chunk(list(self.ids), list(self.texts), self.eos)
 
 
 class NudgingStrategy:
@@ -243,8 +305,9 @@ class NudgingStrategy:
                     state.ended("length", "max_tokens")
                 if state.finish is None and state.rounds >= params.max_rounds:
                     state.ended("length", "max_rounds")
-                if state.finish is not None:  # both engines idle before the last delta
-                    await state.close_sessions()
+                if state.finish is not None:
+                    await self._settle(state)  # a provisional round's chunk may end it
+                    await state.close_sessions()  # both engines idle before the last delta
                 text = state.answer.final_text(done=state.finish is not None)
                 if text or state.finish:
                     yield TextDelta(index, text, [], None, state.finish)
@@ -262,7 +325,8 @@ class NudgingStrategy:
         try:
             await self._round_with(state, params, options, accounting, feed)
         finally:
-            await feed.cancel()
+            if state.pending is None or state.pending.feed is not feed:
+                await feed.cancel()
 
     async def _round_with(self, state: NudgeState, params: NudgingParams,
                           options: SamplingOptions, accounting: TokenAccounting,
@@ -303,21 +367,74 @@ class NudgingStrategy:
         finally:
             if stream is not None:
                 await stream.aclose()
+        if not await self._settle(state):
+            return  # the last round's chunk ended in EOS: this round is undone with it
+        if stretch is not None and self._start_next_early(state, feed, nudge, taken, fed,
+                                                          stretch):
+            return
         chunk = await feed.complete()
-        if chunk.eos:  # the reference appends the nudger's whole chunk and stops
-            words_written = len(ChunkWords.split(chunk.text).words) if chunk.text else 0
-            self._take_nudge(state, chunk.text, words_written)
-            state.ended("stop", "nudger_eos")
+        if chunk.eos:
+            self._end_with_chunk(state, chunk)
             return
         if not nudge or exhausted:
             state.ended("stop", "repeated_nudge" if nudge else "nudger_empty")
             return
+        self._keep_round(state, nudge, taken, fed, stretch)
+
+    def _keep_round(self, state: NudgeState, nudge: str, taken: int, fed: int,
+                    stretch: Stretch | None) -> None:
+        """The round's nudge and the base's stretch join the answer."""
         self._take_nudge(state, nudge, taken)
         if state.answer.stopped:
             return
         state.base_text(nudge[fed:])
         if stretch is not None:
             self._keep_stretch(state, stretch)
+
+    def _end_with_chunk(self, state: NudgeState, chunk: Chunk) -> None:
+        """The reference appends the nudger's whole chunk when it holds EOS, and stops."""
+        words_written = len(ChunkWords.split(chunk.text).words) if chunk.text else 0
+        self._take_nudge(state, chunk.text, words_written)
+        state.ended("stop", "nudger_eos")
+
+    def _start_next_early(self, state: NudgeState, feed: ChunkFeed, nudge: str, taken: int,
+                          fed: int, stretch: Stretch) -> bool:
+        """Keep the round provisionally while its chunk's tail is decoded, when what the
+        round keeps no longer depends on that tail and the answer has left the chunk
+        (otherwise the tail is the next chunk's start, served again: it is waited for)."""
+        if feed.done:
+            return False
+        partial = feed.chunk.copy()
+        run = "".join(_kept(nudge[-1:], stretch)[1])
+        seen = partial.text[len(nudge):]
+        if not run or (len(seen) < len(run) and run.startswith(seen)):
+            return False  # the tail could still bear the stretch out
+        before = Snapshot.of(state)
+        state.chunk = partial  # what the ledger takes from it is settled by the part decoded
+        self._keep_round(state, nudge, taken, fed, stretch)
+        if state.chunk_chars >= 0:  # the answer is still along the chunk
+            before.restore(state)
+            return False
+        feed.own(state.nudger.detach())
+        state.pending = Pending(feed, before)
+        state.answer.held = len(before.answer.text)
+        state.rounds_started_early += 1
+        return True
+
+    async def _settle(self, state: NudgeState) -> bool:
+        """Wait for a provisional round's chunk; if it ended in EOS, undo the rounds since
+        and end the answer with that chunk. False when it did."""
+        if state.pending is None:
+            return True
+        feed, before = state.pending.feed, state.pending.before
+        chunk = await feed.complete()
+        state.pending = None
+        state.answer.held = None
+        if not chunk.eos:
+            return True
+        before.restore(state)
+        self._end_with_chunk(state, chunk)
+        return False
 
     def _take_nudge(self, state: NudgeState, nudge: str, words: int) -> None:
         """The nudge joins the answer (the nudger's ledger keeps its own tokens for it)."""
@@ -355,20 +472,25 @@ class NudgingStrategy:
         return stretch
 
     def _keep_stretch(self, state: NudgeState, stretch: Stretch) -> None:
-        """Keep the stretch up to a boundary both tokenizers see alike, and before any
-        new turn the base began."""
-        ids, texts = stretch.ids, stretch.texts[:len(stretch.ids)]
-        keep = keep_whole_words(state.answer.text, texts, stretch.rejected)
-        cut = find_stop("".join(texts[:keep]), PLAIN_STOP)
-        if cut is not None:
-            keep = tokens_before(texts, cut)
-        run = "".join(texts[:keep])
-        state.base_discarded += len(ids) - keep
+        ids, texts = _kept(state.answer.text, stretch)
+        state.base_discarded += len(stretch.ids) - len(ids)
+        run = "".join(texts)
         if not run:
             return
-        state.answer.add("base", run, [len(t) for t in texts[:keep]])
-        state.base.ids += ids[:keep]
+        state.answer.add("base", run, [len(t) for t in texts])
+        state.base.ids += ids
         state.nudger_text(run)
+
+
+def _kept(previous: str, stretch: Stretch) -> tuple[list[int], list[str]]:
+    """The stretch's tokens kept after `previous` (the answer so far): up to a boundary
+    both tokenizers see alike, and before any new turn the base began."""
+    ids, texts = stretch.ids, stretch.texts[:len(stretch.ids)]
+    keep = keep_whole_words(previous, texts, stretch.rejected)
+    cut = find_stop("".join(texts[:keep]), PLAIN_STOP)
+    if cut is not None:
+        keep = tokens_before(texts, cut)
+    return ids[:keep], texts[:keep]
 
 
 class ChunkFeed:
@@ -384,13 +506,15 @@ class ChunkFeed:
             seed=derive_seed(state.seed, "nudger", state.rounds),
             logit_bias=())  # the bias names base token ids
         self.chunk = Chunk()
-        self._ledger = state.nudger
+        self._eos_ids = state.nudger.engine.info.eos_token_ids
+        self._reading = Reading()
+        self._session: TokenSession | None = None  # owned once the ledger hands it over
         self._grew = asyncio.Event()
         self._task = asyncio.create_task(self._decode(
-            state.nudger.tokens(sampling, state.rid("n"), accounting)))
+            state.nudger.tokens(sampling, state.rid("n"), accounting, self._reading)))
 
     async def _decode(self, tokens: AsyncIterator[tuple[int, TokenLogprob]]) -> None:
-        eos_ids = self._ledger.engine.info.eos_token_ids
+        eos_ids = self._eos_ids
         try:
             async with aclosing(tokens) as stream:
                 async for token_id, entry in stream:
@@ -401,9 +525,17 @@ class ChunkFeed:
                     self.chunk.texts.append(entry.token)
                     self._grew.set()
                 else:
-                    self.chunk.eos = self._ledger.finish == "stop"
+                    self.chunk.eos = self._reading.finish == "stop"
         finally:
             self._grew.set()
+
+    @property
+    def done(self) -> bool:
+        return self._task.done()
+
+    def own(self, session: TokenSession | None) -> None:
+        """Take the session this chunk is decoded on: closed once the chunk is read."""
+        self._session = session
 
     async def words(self, complete: int) -> ChunkWords:
         """The chunk's words once its first `complete` words are final (a later word
@@ -418,13 +550,22 @@ class ChunkFeed:
             await self._grew.wait()
 
     async def complete(self) -> Chunk:
-        await self._task
+        try:
+            await self._task
+        finally:
+            await self._close_session()
         return self.chunk
 
     async def cancel(self) -> None:
         if not self._task.done():
             self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+        await self._close_session()
+
+    async def _close_session(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
 
 
 def _base_options(state: NudgeState, params: NudgingParams,
@@ -475,6 +616,8 @@ def _stats(states: list[NudgeState], params: NudgingParams) -> dict:
         "base_tokens_kept": sum(s.answer.tokens["base"] for s in states),
         "base_tokens_discarded": sum(s.base_discarded for s in states),
         "rounds": sum(s.rounds for s in states),
+        "rounds_started_early": sum(s.rounds_started_early for s in states),
+        "rounds_undone": sum(s.rounds_undone for s in states),
         "end": [s.end for s in states] if len(states) > 1 else states[0].end,
         "prefix_cache_hit_rate": _per_role(states, "cached_tokens"),
         "prefix_cache_hit_ceiling": _per_role(states, "cacheable_tokens"),
