@@ -145,7 +145,7 @@ async def nudging_cost(url: str, questions: list[str], nudger_tokenizer
         rows.append(cost_row(f"ours γ={gamma}", nudged, base,
                              nudge_ratio=mean(nudged.stat("nudge_ratio")),
                              rounds_per_token=sum(nudged.stat("rounds")) / nudged.tokens,
-                             rounds_begun_early=sum(nudged.stat("rounds_started_early"))
+                             provisional_share=sum(nudged.stat("provisional_rounds"))
                              / max(1, sum(nudged.stat("rounds"))),
                              base_decoded_per_token=decoded["base"],
                              nudger_decoded_per_token=decoded["nudger"],

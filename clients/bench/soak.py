@@ -217,7 +217,8 @@ def resident(process: psutil.Process) -> dict[str, int]:
 
 def engine_gauges(metrics_text: str) -> dict[str, dict[str, float]]:
     """Per-model `align_engine_running_requests` ("running"),
-    `align_engine_aborted_requests` ("aborted") and `align_requests_in_flight` ("in_flight")."""
+    `align_engine_aborted_requests_total` ("aborted") and `align_requests_in_flight`
+    ("in_flight")."""
     names = {
         "align_engine_running_requests": "running",
         "align_engine_aborted_requests_total": "aborted",

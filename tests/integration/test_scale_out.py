@@ -101,12 +101,12 @@ async def load_and_stop(
     """`clients` loops (the first `streaming_clients` streamed); after `before` seconds,
     once the replica is answering a stream and a non-streamed request (or `WAIT_LIMIT`
     seconds later), it is stopped, and the loops go on for `after` seconds more. Returns
-    the answers and when it was stopped."""
+    the answers and when it was stopped; fails if that moment never came."""
     answers: list[Answer] = []
     under_way: Counter[tuple[bool, str]] = Counter()
     address = f"127.0.0.1:{replica.port}"
-    stopped = asyncio.Event()
     stopped_at = float("inf")
+    caught_both = False
     async with httpx.AsyncClient(
         base_url=url,
         headers={"Authorization": f"Bearer {key}"},
@@ -115,22 +115,23 @@ async def load_and_stop(
     ) as client:
 
         async def loop(streamed: bool) -> None:
-            while not stopped.is_set() or time.monotonic() < stopped_at + after:
+            while time.monotonic() < stopped_at + after:
                 answers.append(await ask(client, body, streamed, under_way))
 
         async def stopper() -> None:
-            nonlocal stopped_at
+            nonlocal stopped_at, caught_both
             await asyncio.sleep(before)
             give_up = time.monotonic() + WAIT_LIMIT
-            while time.monotonic() < give_up and not await answering_both(
-                client, replica, under_way[(True, address)]
-            ):
+            while time.monotonic() < give_up:
+                caught_both = await answering_both(client, replica, under_way[(True, address)])
+                if caught_both:
+                    break
                 await asyncio.sleep(0.02)
             stopped_at = time.monotonic()
             stop_replica(replica, how)
-            stopped.set()
 
         await asyncio.gather(stopper(), *(loop(i < streaming_clients) for i in range(clients)))
+    assert caught_both, f"in {WAIT_LIMIT} s the replica never answered both kinds at once"
     return answers, stopped_at
 
 

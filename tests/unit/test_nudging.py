@@ -8,6 +8,7 @@ from contextlib import aclosing
 
 import pytest
 
+from decoding.errors import ContextLengthExceeded
 from decoding.prompts import render_plain
 from decoding.stand_in import EOS, StandInEngine
 from decoding.strategies.base import DecodeRequest, DecodeRun
@@ -304,33 +305,47 @@ async def nudge_with(engines: dict, gamma: float, question: str, **options):
     return text, run
 
 
+def same_answer(one: tuple[str, DecodeRun], other: tuple[str, DecodeRun]) -> None:
+    """Text, spans and every stat but the engines' work and the provisional counts."""
+    (text, run), (other_text, other_run) = one, other
+    assert text == other_text
+    assert run.extras["spans"] == other_run.extras["spans"]
+    work = ("engine_", "prefix_cache_", "provisional_rounds", "rounds_undone")
+    assert ({k: v for k, v in run.stats.items() if not k.startswith(work)}
+            == {k: v for k, v in other_run.stats.items() if not k.startswith(work)})
+
+
+@pytest.fixture
+def never_provisional(monkeypatch):
+    """Every round waits for its whole chunk, as the reference does."""
+    def switch(off: bool) -> None:
+        if off:
+            monkeypatch.setattr(NudgingStrategy, "_start_next_early", lambda *args: False)
+        else:
+            monkeypatch.undo()
+    return switch
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("penalty", [1.0, 1.01], ids=["sessions", "fresh requests"])
-async def test_rounds_begun_while_the_last_chunk_is_decoded_change_nothing(penalty):
+async def test_provisional_rounds_change_no_answer(penalty, never_provisional):
     """A slow nudger: the base's stretch is over while the chunk's tail is still decoded,
-    so the next round begins early. A slow base: every chunk is complete before its round
-    ends, so none does. The answers are the same, word for word and span for span."""
-    early = 0
+    so rounds are kept provisionally and the next begins early. The same runs with every
+    round waiting for its chunk give the same answers, spans and stats."""
+    provisional = 0
     for gamma in (0.1, 0.15, 0.2):  # the stand-in base is seldom surer than 0.2
         for pair in ("", "-b", "-c", "-d"):  # the model ids seed the stand-ins' "knowledge"
             answers = []
-            for slow in ("chat", "base"):
-                engines = {
-                    "chat": StandInEngine(f"chat{pair}",
-                                          step_seconds=0.002 * (slow == "chat")),
-                    "base": StandInEngine(f"base{pair}", role="base",
-                                          step_seconds=0.002 * (slow == "base"))}
+            for off in (False, True):
+                never_provisional(off)
+                engines = {"chat": StandInEngine(f"chat{pair}", step_seconds=0.002),
+                           "base": StandInEngine(f"base{pair}", role="base")}
                 answers.append(await nudge_with(engines, gamma, "Tell me something.",
                                                 repetition_penalty=penalty))
-            (text, run), (slow_base_text, slow_base_run) = answers
-            assert text == slow_base_text
-            assert run.extras["spans"] == slow_base_run.extras["spans"]
-            for key in ("rounds", "end", "nudged_tokens", "base_tokens_kept",
-                        "base_tokens_discarded"):
-                assert run.stats[key] == slow_base_run.stats[key], key
-            assert slow_base_run.stats["rounds_started_early"] == 0
-            early += run.stats["rounds_started_early"]
-    assert early > 5
+            same_answer(*answers)
+            assert answers[1][1].stats["provisional_rounds"] == 0
+            provisional += answers[0][1].stats["provisional_rounds"]
+    assert provisional > 5
 
 
 # --- the driver's rules on scripted stand-ins ---------------------------------------
@@ -356,9 +371,10 @@ class Scripted(StandInEngine):
 
 async def run_scripted(nudger_script: str, base_script: str, base_certainty: float,
                        gamma: float, max_tokens: int = 60, params: dict | None = None,
-                       nudger_step: float = 0, **options):
+                       nudger_step: float = 0, base_step: float = 0, **options):
     engines = {"chat": Scripted("chat", nudger_script, 0.9, step_seconds=nudger_step),
-               "base": Scripted("base", base_script, base_certainty, role="base")}
+               "base": Scripted("base", base_script, base_certainty, role="base",
+                                step_seconds=base_step)}
     request = DecodeRequest(
         "r", engines["base"], engines, [],
         SamplingOptions(max_tokens=max_tokens, temperature=0, **options), 1,
@@ -373,19 +389,89 @@ async def run_scripted(nudger_script: str, base_script: str, base_certainty: flo
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("nudger_step", [0, 0.01], ids=["chunk first", "stretch first"])
-async def test_the_nudgers_eos_in_its_chunk_ends_the_answer_with_the_chunk(nudger_step):
+@pytest.mark.parametrize(("params", "options"), [
+    ({}, {}),
+    ({"max_rounds": 1}, {}),  # the answer is over by its rounds while the round is pending
+    ({}, {"stop": ("zz",)}),  # ... by a stop string in the provisional round
+], ids=["next round undone", "max_rounds", "stop string"])
+@pytest.mark.parametrize("slow", ["base", "nudger"])
+async def test_the_nudgers_eos_in_its_chunk_ends_the_answer_with_the_chunk(
+        slow, params, options):
     """With a slow nudger the base's stretch is over before the chunk's EOS is decoded:
-    the next round begins early and is undone with this one."""
-    text, run, engines = await run_scripted("Hi there you.", "zzz zzz", 0.99, 0.4,
-                                            nudger_step=nudger_step)
+    the round is kept provisionally, then undone (with the next, if it began)."""
+    text, run, engines = await run_scripted(
+        "Hi there you.", "zzz zzz", 0.99, 0.4, params=params, **options,
+        nudger_step=0.01 * (slow == "nudger"), base_step=0.01 * (slow == "base"))
     assert text == "Hi there you." and run.stats["end"] == "nudger_eos"
     # the base was asked while the chunk was decoded, but nothing of it is kept
     assert [s["source"] for s in run.extras["spans"]] == ["nudger"]
     assert engines["base"].counters.running == 0
-    assert run.stats["rounds"] == 1
-    assert run.stats["rounds_undone"] == run.stats["rounds_started_early"] == (nudger_step > 0)
+    assert run.stats["rounds"] == 1 and run.stats["nudged_words"] == 3
+    assert run.stats["provisional_rounds"] == (slow == "nudger")
+    assert run.stats["rounds_undone"] == (slow == "nudger" and not params and not options)
     assert run.stats["nudged_tokens"] == len(text)
+
+
+class FailsAfterFirstChunk(Scripted):
+    """A scripted nudger whose engine refuses every chunk after the first (as a nudger
+    whose context is full would)."""
+
+    def open_session(self, request_id: str):
+        session = super().open_session(request_id)
+        if len(self.calls) > 1:
+            async def refuse(*args):
+                raise ContextLengthExceeded("the nudger's context is full")
+            session.step = refuse
+        return session
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("nudger_script", "ends"), [
+    ("Hi there you.", "with the chunk"), ("Hi there you all now, and more", "in an error")])
+async def test_a_round_begun_early_that_fails_gives_way_to_the_last_chunks_eos(
+        nudger_script, ends):
+    engines = {"chat": FailsAfterFirstChunk("chat", nudger_script, 0.9, step_seconds=0.01),
+               "base": Scripted("base", "zzz zzz", 0.99, role="base")}
+    if ends == "in an error":
+        with pytest.raises(ContextLengthExceeded):
+            await nudge_with(engines, 0.4, "Q?")
+        assert all(e.counters.running == 0 for e in engines.values())
+        return
+    text, run = await nudge_with(engines, 0.4, "Q?")
+    assert text == "Hi there you." and run.stats["end"] == "nudger_eos"
+    assert run.stats["rounds_undone"] == 1
+
+
+class SureAt(Scripted):
+    """Scripted, but sure (0.99) only where the answer is as long as `sure_at` says."""
+
+    def __init__(self, model_id: str, script: str, sure_at: set[int], **kwargs) -> None:
+        super().__init__(model_id, script, 0.3, **kwargs)
+        self.sure_at = sure_at
+
+    def distribution(self, context):
+        best, *others = super().distribution(context)
+        text = self.detokenize(context)
+        if len(text[text.rfind("Answer: ") + 8:]) not in self.sure_at:
+            return [best, *others]
+        return [(best[0], math.log(0.99)), *((t, math.log(0.005)) for t, _ in others)]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("slow", ["base", "nudger"])
+async def test_no_text_is_streamed_that_an_undone_round_brings_a_stop_to(slow):
+    """Round one keeps "Well ok" ("ok" may start the stop "ok so then": held back). Round
+    two's nudge " so" and the sure base's " now" rule the stop out, but the nudger's
+    chunk " so then we go." ends in EOS: undone, the answer ends with it and the stop
+    cuts it to "Well " -- so "ok" must never have been streamed."""
+    engines = {
+        "chat": Scripted("chat", "Well ok so then we go.", 0.9,
+                         step_seconds=0.01 * (slow == "nudger")),
+        "base": SureAt("base", "Well ok so now.", {4, 5, 6, 10, 11, 12, 13}, role="base",
+                       step_seconds=0.01 * (slow == "base"))}
+    text, run = await nudge_with(engines, 0.5, "Q?", stop=("ok so then",))
+    assert text == "".join(s["text"] for s in run.extras["spans"]) == "Well "
+    assert run.stats["provisional_rounds"] == (slow == "nudger")
 
 
 @pytest.mark.asyncio

@@ -117,11 +117,15 @@ class Answer:
         return counts
 
     def final_text(self, done: bool) -> str:
-        """New text that no later stop string can cut (all of it once `done`)."""
-        upto = len(self.text) if done or self.stopped else stop_safe_length(self.text,
-                                                                              self.stops)
+        """New text that no later stop string can cut (all of it once `done`). While a
+        round is provisional only the text before it counts: undoing the round may bring
+        a stop string the provisional text ruled out."""
         if self.held is not None:
-            upto = min(upto, self.held)
+            upto = stop_safe_length(self.text[:self.held], self.stops)
+        elif done or self.stopped:
+            upto = len(self.text)
+        else:
+            upto = stop_safe_length(self.text, self.stops)
         upto = max(self.emitted, upto)
         new, self.emitted = self.text[self.emitted:upto], upto
         return new
@@ -147,8 +151,8 @@ class NudgeState:
     finish: FinishReason | None = None
     end: str = ""
     pending: Pending | None = None  # a provisional round whose chunk is still decoded
-    rounds_started_early: int = 0
-    rounds_undone: int = 0
+    provisional_rounds: int = 0  # kept before their chunk's tail was read
+    rounds_undone: int = 0  # begun after a provisional round whose tail ended in EOS
 
     @property
     def room(self) -> int:
@@ -194,8 +198,8 @@ class NudgeState:
 
     async def close_sessions(self) -> None:
         if self.pending is not None:
-            pending, self.pending = self.pending, None
-            await pending.feed.cancel()
+            await self.pending.feed.cancel()
+            self.pending = None
         await self.base.close_session()
         await self.nudger.close_session()
 
@@ -210,6 +214,7 @@ class Snapshot:
     nudger_ids: int
     base_started: bool
     chunk: Chunk | None
+    chunk_chars: int
     rounds: int
     nudged_words: int
     base_discarded: int
@@ -218,8 +223,8 @@ class Snapshot:
     def of(cls, state: NudgeState) -> Snapshot:
         answer = replace(state.answer, pieces=list(state.answer.pieces))
         return cls(answer, replace(state.guard), len(state.base.ids), len(state.nudger.ids),
-                   state.base_started, state.chunk, state.rounds, state.nudged_words,
-                   state.base_discarded)
+                   state.base_started, state.chunk, state.chunk_chars, state.rounds,
+                   state.nudged_words, state.base_discarded)
 
     def restore(self, state: NudgeState) -> None:
         emitted = state.answer.emitted  # what the client has seen stays seen
@@ -228,7 +233,8 @@ class Snapshot:
         state.guard = replace(self.guard)
         del state.base.ids[self.base_ids:]
         del state.nudger.ids[self.nudger_ids:]
-        state.base_started, state.chunk, state.chunk_chars = self.base_started, self.chunk, 0
+        state.base_started, state.chunk = self.base_started, self.chunk
+        state.chunk_chars = self.chunk_chars
         state.rounds_undone += state.rounds - self.rounds
         state.rounds, state.nudged_words = self.rounds, self.nudged_words
         state.base_discarded = self.base_discarded
@@ -319,11 +325,18 @@ class NudgingStrategy:
                      accounting: TokenAccounting) -> None:
         """One round. The nudger's chunk is decoded in the background: the base is asked
         about each word boundary as soon as the words before it are written, and writes
-        its stretch while the chunk is finished; the chunk's EOS check comes last, so
-        nothing is kept before it."""
+        its stretch while the chunk is finished; the chunk's EOS check comes before
+        anything is kept for good. A round begun early that fails gives way to the last
+        round's chunk if that ended in EOS (the reference never began this round)."""
         feed = ChunkFeed(state, params, options, accounting)
         try:
             await self._round_with(state, params, options, accounting, feed)
+        except Exception:
+            if state.pending is None or state.pending.feed is feed:
+                raise
+            await feed.cancel()
+            if await self._settle(state):
+                raise
         finally:
             if state.pending is None or state.pending.feed is not feed:
                 await feed.cancel()
@@ -418,7 +431,7 @@ class NudgingStrategy:
         feed.own(state.nudger.detach())
         state.pending = Pending(feed, before)
         state.answer.held = len(before.answer.text)
-        state.rounds_started_early += 1
+        state.provisional_rounds += 1
         return True
 
     async def _settle(self, state: NudgeState) -> bool:
@@ -514,11 +527,10 @@ class ChunkFeed:
             state.nudger.tokens(sampling, state.rid("n"), accounting, self._reading)))
 
     async def _decode(self, tokens: AsyncIterator[tuple[int, TokenLogprob]]) -> None:
-        eos_ids = self._eos_ids
         try:
             async with aclosing(tokens) as stream:
                 async for token_id, entry in stream:
-                    if token_id in eos_ids:
+                    if token_id in self._eos_ids:
                         self.chunk.eos = True
                         break
                     self.chunk.ids.append(token_id)
@@ -557,10 +569,12 @@ class ChunkFeed:
         return self.chunk
 
     async def cancel(self) -> None:
-        if not self._task.done():
-            self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        await self._close_session()
+        try:
+            if not self._task.done():
+                self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        finally:
+            await self._close_session()
 
     async def _close_session(self) -> None:
         if self._session is not None:
@@ -616,7 +630,7 @@ def _stats(states: list[NudgeState], params: NudgingParams) -> dict:
         "base_tokens_kept": sum(s.answer.tokens["base"] for s in states),
         "base_tokens_discarded": sum(s.base_discarded for s in states),
         "rounds": sum(s.rounds for s in states),
-        "rounds_started_early": sum(s.rounds_started_early for s in states),
+        "provisional_rounds": sum(s.provisional_rounds for s in states),
         "rounds_undone": sum(s.rounds_undone for s in states),
         "end": [s.end for s in states] if len(states) > 1 else states[0].end,
         "prefix_cache_hit_rate": _per_role(states, "cached_tokens"),

@@ -61,7 +61,10 @@ class Ledger:
                 async for item in items:
                     yield item
             return
-        async with aclosing(self.engine.generate(self.ids, options, request_id)) as chunks:
+        # a copy: the ledger may grow while this request runs (a chunk's tail, decoded
+        # while the next round begins)
+        async with aclosing(self.engine.generate(list(self.ids), options, request_id)
+                            ) as chunks:
             first = True
             async for chunk in chunks:
                 if first:
