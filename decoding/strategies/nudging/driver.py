@@ -21,12 +21,13 @@ round reaches the client before its tail is read.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
 from decoding.engine import Engine, TokenSession
-from decoding.errors import InvalidRequest
+from decoding.errors import DecodingError, InvalidRequest
 from decoding.prompts import PLAIN_STOP, render_plain
 from decoding.seeds import derive_seed
 from decoding.strategies.base import (
@@ -52,6 +53,8 @@ from decoding.strategies.nudging.policy import (
 )
 from decoding.text import find_stop, stop_safe_length, tokens_before
 from decoding.types import FinishReason, SamplingOptions, TokenAccounting, TokenLogprob
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,11 +200,15 @@ class NudgeState:
         return f"{self.request_id}-r{self.rounds}{kind}{step or ''}"
 
     async def close_sessions(self) -> None:
-        if self.pending is not None:
-            await self.pending.feed.cancel()
-            self.pending = None
-        await self.base.close_session()
-        await self.nudger.close_session()
+        try:
+            if self.pending is not None:
+                await self.pending.feed.cancel()
+                self.pending = None
+        finally:
+            try:
+                await self.base.close_session()
+            finally:
+                await self.nudger.close_session()
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,8 +235,7 @@ class Snapshot:
 
     def restore(self, state: NudgeState) -> None:
         emitted = state.answer.emitted  # what the client has seen stays seen
-        state.answer = replace(self.answer, pieces=list(self.answer.pieces), emitted=emitted,
-                               held=None)
+        state.answer = replace(self.answer, pieces=list(self.answer.pieces), emitted=emitted)
         state.guard = replace(self.guard)
         del state.base.ids[self.base_ids:]
         del state.nudger.ids[self.nudger_ids:]
@@ -331,12 +337,14 @@ class NudgingStrategy:
         feed = ChunkFeed(state, params, options, accounting)
         try:
             await self._round_with(state, params, options, accounting, feed)
-        except Exception:
-            if state.pending is None or state.pending.feed is feed:
+        except DecodingError as exc:  # an engine's refusal or death, not a bug of ours
+            if state.pending is None:
                 raise
             await feed.cancel()
             if await self._settle(state):
                 raise
+            logger.info("%s: a round begun early failed (%s); the last chunk's EOS ended "
+                        "the answer", state.request_id, exc)
         finally:
             if state.pending is None or state.pending.feed is not feed:
                 await feed.cancel()
@@ -424,8 +432,8 @@ class NudgingStrategy:
             return False  # the tail could still bear the stretch out
         before = Snapshot.of(state)
         state.chunk = partial  # what the ledger takes from it is settled by the part decoded
-        self._keep_round(state, nudge, taken, fed, stretch)
-        if state.chunk_chars >= 0:  # the answer is still along the chunk
+        self._keep_round(state, nudge, taken, fed, stretch)  # a trial: undone if ...
+        if state.chunk_chars >= 0:  # ... the answer is still along the chunk
             before.restore(state)
             return False
         feed.own(state.nudger.detach())
