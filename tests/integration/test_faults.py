@@ -92,12 +92,13 @@ class Stream:
     """A chat stream read in a thread: its non-empty lines, and an event at its first
     content."""
 
-    def __init__(self, url: str, body: dict) -> None:
+    def __init__(self, url: str, body: dict, *, wait: bool = True) -> None:
         self.lines: list[str] = []
         self.started = threading.Event()
         self.thread = threading.Thread(target=self._read, args=(url, body), daemon=True)
         self.thread.start()
-        assert self.started.wait(120), f"no content: {self.lines}"
+        if wait:
+            assert self.started.wait(120), f"no content: {self.lines}"
 
     def _read(self, url: str, body: dict) -> None:
         with httpx.stream(
@@ -142,18 +143,20 @@ def test_killed_engine_core_gives_503s_and_the_server_exits_75(tmp_path, tiny_ll
         dying_core, _ = engine_cores(server)
         processes = descendants(server)
         spared = Stream(server.url, chat(TINY_B, 64, ignore_eos=True))
-        # Frozen at its first content, so the stream cannot finish before the kill lands
-        # (on an idle machine the tiny model once wrote all 4 × 160 tokens in between).
-        # The engine can still run ahead of what the client has read (a clean CI machine
-        # once finished all 800 tokens before the first reached the client): then the
-        # core is thawed and a new stream tried.
-        for _ in range(3):
-            dying = Stream(server.url, chat(TINY_A, 200, ignore_eos=True, n=4))
-            dying_core.suspend()
-            time.sleep(0.5)
-            if dying.thread.is_alive():
+        # The stream is let through the engine a few steps at a time, so it cannot finish
+        # before the kill lands: the tiny model writes all 4 × 200 tokens in about a
+        # second, and a front end slower than its engine (a loaded machine) has relayed
+        # the first of them only after the last. The core is frozen before the request
+        # reaches it, then thawed for 20 ms at a time until the client has content.
+        dying_core.suspend()
+        dying = Stream(server.url, chat(TINY_A, 200, ignore_eos=True, n=4), wait=False)
+        for _ in range(200):
+            if dying.started.is_set():
                 break
             dying_core.resume()
+            time.sleep(0.02)
+            dying_core.suspend()
+            dying.started.wait(0.25)
         assert dying.thread.is_alive(), "every stream ended before the engine was frozen"
         dying_core.kill()  # SIGKILL, as the OOM killer would
         killed = time.monotonic()
