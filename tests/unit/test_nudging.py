@@ -416,9 +416,14 @@ class FailsAfterFirstChunk(Scripted):
     """A scripted nudger whose engine refuses every chunk after the first (as a nudger
     whose context is full would)."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.opened_beside: list[int] = []  # sessions open when each later one was opened
+
     def open_session(self, request_id: str):
         session = super().open_session(request_id)
         if len(self.calls) > 1:
+            self.opened_beside.append(self.counters.running)
             async def refuse(*args):
                 raise ContextLengthExceeded("the nudger's context is full")
             session.step = refuse
@@ -436,6 +441,8 @@ async def test_a_round_begun_early_that_fails_gives_way_to_the_last_chunks_eos(
         with pytest.raises(ContextLengthExceeded):
             await nudge_with(engines, 0.4, "Q?")
         assert all(e.counters.running == 0 for e in engines.values())
+        # the failing round began early: the first chunk's session was still decoding
+        assert engines["chat"].opened_beside == [1]
         return
     text, run = await nudge_with(engines, 0.4, "Q?")
     assert text == "Hi there you." and run.stats["end"] == "nudger_eos"
