@@ -27,6 +27,7 @@ from decoding.strategies.nudging.policy import (
     whole_tokens,
 )
 from decoding.types import Message, SamplingOptions
+from tests.nudging_runs import nudge_with, same_answer
 
 
 @pytest.mark.parametrize(("p", "gamma", "uncertain"), [
@@ -290,40 +291,6 @@ async def test_kept_open_sessions_write_what_fresh_requests_write(gamma):
     session, fresh = runs
     assert session["rounds"] == fresh["rounds"]
     assert session["engine_requests"]["nudger"] < fresh["engine_requests"]["nudger"]
-
-
-async def nudge_with(engines: dict, gamma: float, question: str, **options):
-    request = DecodeRequest(
-        "r", engines["base"], engines, [], SamplingOptions(max_tokens=48, temperature=0,
-                                                           **options), 1,
-        (Message("user", question),), NudgingParams("chat", gamma=gamma, return_spans=True))
-    run, text = DecodeRun(), ""
-    async with aclosing(NudgingStrategy().run(request, run)) as deltas:
-        async for delta in deltas:
-            text += delta.text
-    assert all(e.counters.running == 0 for e in engines.values())
-    return text, run
-
-
-def same_answer(one: tuple[str, DecodeRun], other: tuple[str, DecodeRun]) -> None:
-    """Text, spans and every stat but the engines' work and the provisional counts."""
-    (text, run), (other_text, other_run) = one, other
-    assert text == other_text
-    assert run.extras["spans"] == other_run.extras["spans"]
-    work = ("engine_", "prefix_cache_", "provisional_rounds", "rounds_undone")
-    assert ({k: v for k, v in run.stats.items() if not k.startswith(work)}
-            == {k: v for k, v in other_run.stats.items() if not k.startswith(work)})
-
-
-@pytest.fixture
-def never_provisional(monkeypatch):
-    """Every round waits for its whole chunk, as the reference does."""
-    def switch(off: bool) -> None:
-        if off:
-            monkeypatch.setattr(NudgingStrategy, "_start_next_early", lambda *args: False)
-        else:
-            monkeypatch.undo()
-    return switch
 
 
 @pytest.mark.asyncio

@@ -182,14 +182,12 @@ class NudgeState:
         """Give the nudger new answer text; the lengths of its tokens for it. While the
         text goes on along the nudger's own chunk (on its token boundaries), the ledger
         takes the chunk's own ids, so what the nudger decoded beyond stays reusable."""
-        chunk, start = self.chunk, self.chunk_chars
-        if chunk is not None and start >= 0 and chunk.text.startswith(text, start):
-            first = whole_tokens(chunk.texts, start)
-            last = whole_tokens(chunk.texts, start + len(text))
-            if first is not None and last is not None:
-                self.nudger.ids += chunk.ids[first:last]
-                self.chunk_chars += len(text)
-                return [len(t) for t in chunk.texts[first:last]]
+        chunk = self.chunk
+        along = chunk.tokens_along(self.chunk_chars, text) if chunk is not None else None
+        if along is not None:
+            self.nudger.ids += chunk.ids[along]
+            self.chunk_chars += len(text)
+            return [len(t) for t in chunk.texts[along]]
         self.chunk_chars = -1
         before = len(self.nudger.ids)
         self.nudger.add_text(text)
@@ -269,6 +267,15 @@ class Chunk:
 
     def copy(self) -> Chunk:
         return Chunk(list(self.ids), list(self.texts), self.eos)
+
+    def tokens_along(self, start: int, text: str) -> slice | None:
+        """The chunk's tokens that spell `text` from character `start` on, when the
+        text goes on along the chunk and both its ends fall on token boundaries."""
+        if start < 0 or not self.text.startswith(text, start):
+            return None
+        first = whole_tokens(self.texts, start)
+        last = whole_tokens(self.texts, start + len(text))
+        return None if first is None or last is None else slice(first, last)
 
 
 class NudgingStrategy:
@@ -430,12 +437,12 @@ class NudgingStrategy:
         seen = partial.text[len(nudge):]
         if not run or (len(seen) < len(run) and run.startswith(seen)):
             return False  # the tail could still bear the stretch out
+        if (partial.tokens_along(0, nudge) is not None
+                and partial.tokens_along(len(nudge), run) is not None):
+            return False  # the answer is still along the chunk
         before = Snapshot.of(state)
         state.chunk = partial  # what the ledger takes from it is settled by the part decoded
-        self._keep_round(state, nudge, taken, fed, stretch)  # a trial: undone if ...
-        if state.chunk_chars >= 0:  # ... the answer is still along the chunk
-            before.restore(state)
-            return False
+        self._keep_round(state, nudge, taken, fed, stretch)
         feed.own(state.nudger.detach())
         state.pending = Pending(feed, before)
         state.answer.held = len(before.answer.text)
