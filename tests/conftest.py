@@ -20,10 +20,17 @@ def browser() -> Iterator:
 
 @pytest.fixture
 def never_provisional(monkeypatch):
-    """A switch: every round waits for its whole chunk, as the reference does."""
-    def switch(off: bool) -> None:
-        if off:
-            monkeypatch.setattr(NudgingStrategy, "_start_next_early", lambda *args: False)
-        else:
-            monkeypatch.undo()
+    """A switch: when on, every round waits for its whole chunk, as the reference does
+    (patched once, so other patches of the test stay)."""
+    off = False
+    early = NudgingStrategy._start_next_early
+
+    def start_next_early(self, *args) -> bool:
+        return False if off else early(self, *args)
+
+    def switch(value: bool) -> None:
+        nonlocal off
+        off = value
+
+    monkeypatch.setattr(NudgingStrategy, "_start_next_early", start_next_early)
     return switch

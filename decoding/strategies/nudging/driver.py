@@ -428,8 +428,9 @@ class NudgingStrategy:
     def _start_next_early(self, state: NudgeState, feed: ChunkFeed, nudge: str, taken: int,
                           fed: int, stretch: Stretch) -> bool:
         """Keep the round provisionally while its chunk's tail is decoded, when what the
-        round keeps no longer depends on that tail and the answer has left the chunk
-        (otherwise the tail is the next chunk's start, served again: it is waited for)."""
+        round keeps no longer depends on that tail, the answer has left the chunk
+        (otherwise the tail is the next chunk's start, served again: it is waited for),
+        and the nudge does not end the answer (no round would follow)."""
         if feed.done:
             return False
         partial = feed.chunk.copy()
@@ -437,8 +438,10 @@ class NudgingStrategy:
         seen = partial.text[len(nudge):]
         if not run or (len(seen) < len(run) and run.startswith(seen)):
             return False  # the tail could still bear the stretch out
-        if (partial.tokens_along(0, nudge) is not None
-                and partial.tokens_along(len(nudge), run) is not None):
+        if find_stop(state.answer.text + nudge, state.answer.stops) is not None:
+            return False  # the nudge ends the answer: no round follows to begin early
+        if (partial.tokens_along(state.chunk_chars, nudge) is not None
+                and partial.tokens_along(state.chunk_chars + len(nudge), run) is not None):
             return False  # the answer is still along the chunk
         before = Snapshot.of(state)
         state.chunk = partial  # what the ledger takes from it is settled by the part decoded
