@@ -150,7 +150,7 @@ def test_killed_engine_core_gives_503s_and_the_server_exits_75(tmp_path, tiny_ll
         # (measured here), and a front end slower than its engine (a loaded machine) has relayed
         # the first of them only after the last. The core is frozen before the request
         # reaches it, then thawed for 20 ms at a time until the client has content, at
-        # most THAWS times (0.2 s of engine time: a CI run once thawed
+        # most THAWS times (about 0.2 s of engine time: a CI run once thawed
         # until the stream had ended). The role chunks come before any engine step, so
         # the stream is open either way.
         dying_core.suspend()
@@ -165,6 +165,7 @@ def test_killed_engine_core_gives_503s_and_the_server_exits_75(tmp_path, tiny_ll
         assert dying.lines, "no role chunk before the kill"
         dying_core.kill()  # SIGKILL, as the OOM killer would
         killed = time.monotonic()
+        print(f"content before the kill: {dying.started.is_set()}")
 
         while "'tiny-a'" not in (health := httpx.get(f"{server.url}/health")).text:
             assert time.monotonic() - killed < 5, health.text

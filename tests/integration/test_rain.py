@@ -37,18 +37,31 @@ def test_stats_are_consistent(sdk):
     assert set(stats["seconds"]) >= {"select", "expand", "evaluate", "embed", "backup"}
 
 
-def test_seed_reproducible_and_stream_equals_whole(sdk, server_url):
-    # bf16 logits move with the batch, so a request still running from an earlier test
-    # can tip a search decision (a CI run once parted after 6 tokens; 24 runs here, also
-    # beside a vanilla load, all repeated): start from an idle engine.
-    wait_idle(server_url, [SMOL], seconds=30)
-    first = rain(sdk).choices[0].message.content
-    assert rain(sdk).choices[0].message.content == first
+def committed_texts(alignment: dict) -> list[str]:
+    """The text of each token set the search committed, from its `return_tree` view."""
+    return [next(kid["text"] for kid in decision["children"] if kid["committed"])
+            for decision in alignment["tree"]]
+
+
+def assert_answer_is_the_committed_sets(content: str, alignment: dict) -> None:
+    """The answer is the committed sets in order, the last one perhaps cut by max_tokens."""
+    sets = committed_texts(alignment)
+    assert len(sets) == alignment["stats"]["committed_sets"]
+    joined = "".join(sets)
+    assert joined.startswith(content) and len(content) > len(joined) - len(sets[-1])
+
+
+def test_streamed_answer_is_the_committed_sets(sdk):
+    # Within one run, exactly. Across two runs a seeded real-engine search repeats its
+    # answer only mostly (20 of 24 here): bf16 logits move with how a request's own
+    # concurrent engine calls are batched, and a near-tie then tips (see the README).
     chunks = list(sdk.chat.completions.create(
         model=SMOL, messages=MESSAGES, max_tokens=10, seed=5, stream=True,
-        extra_body={"alignment": BUDGET}))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == first
-    assert chunks[-1].model_extra["alignment"]["strategy"] == "rain"
+        extra_body={"alignment": BUDGET | {"return_tree": True}}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    alignment = chunks[-1].model_extra["alignment"]
+    assert alignment["strategy"] == "rain"
+    assert_answer_is_the_committed_sets(streamed, alignment)
 
 
 @pytest.mark.parametrize("evaluation", ["soft", "calibrated"])
@@ -83,8 +96,6 @@ def test_return_tree_on_the_real_model(sdk):
     reply = rain(sdk, return_tree=True)
     alignment = reply.model_extra["alignment"]
     decisions = alignment["tree"]
-    assert len(decisions) == alignment["stats"]["committed_sets"]
-    committed = []
     for decision in decisions:
         kids = decision["children"]
         assert sum(k["prior"] for k in kids) == pytest.approx(1, abs=1e-3)
@@ -92,8 +103,7 @@ def test_return_tree_on_the_real_model(sdk):
         assert len(chosen) == 1
         assert chosen[0] == max(kids, key=lambda k: (k["visits"], k["value"]))
         assert all(-1 <= k["value"] <= 1 for k in kids)
-        committed.append(chosen[0]["text"])
-    assert reply.choices[0].message.content.strip().startswith(committed[0].strip())
+    assert_answer_is_the_committed_sets(reply.choices[0].message.content, alignment)
 
 
 def test_streamed_progress_comments_keep_the_strict_sdk_reading(server_url, sdk):
@@ -111,14 +121,12 @@ def test_streamed_progress_comments_keep_the_strict_sdk_reading(server_url, sdk)
     assert chunks[-1].model_extra["alignment"]["strategy"] == "rain"
 
 
-def test_seeded_parallel_search_repeats_on_the_real_engine(sdk):
-    wide = {"parallel_searches": 4, "max_visits": 8}
-    first = rain(sdk, **wide)
-    again = rain(sdk, **wide)
-    # The answer repeats. The tree need not: the second run reads prefixes from the
-    # cache and is batched differently, which moves bf16 logits a little (measured: 75
-    # vs 83 nodes for the same answer); exact tree repeats are a stand-in unit test.
-    assert first.choices[0].message.content == again.choices[0].message.content
+def test_seeded_parallel_search_samples_distinct_chains_on_the_real_engine(sdk):
+    """Issue 10's bug: every sampled chain of a seeded search was the same, so each
+    decision had one child. Measured here: 2-10 children per decision, seeded or not."""
+    reply = rain(sdk, parallel_searches=4, max_visits=8, return_tree=True)
+    widths = [len(decision["children"]) for decision in reply.model_extra["alignment"]["tree"]]
+    assert min(widths) > 1 and sum(widths) > 2 * len(widths), widths
 
 
 def test_engine_totals_and_own_prompt_cache_in_usage(sdk):
