@@ -2,7 +2,9 @@
 
 Steady clients send vanilla, nudging and RAIN requests, streamed or not, and close some
 streams after their first text (a client walking away); bursts of more requests than the
-admission limit hit one model at once (429s expected). Meanwhile the resident memory of
+admission limit hit one model at once: each admitted stream is held open until every
+request of the burst has its status, so that as many as pass the limit get a 429 however
+their arrival is spread. Meanwhile the resident memory of
 the server process and of each of its child processes (the engines) is sampled. At the
 end the server's `/metrics` must show no engine request still running.
 
@@ -27,10 +29,12 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 #: what a well-behaved server answers under this load; anything else is a finding
-EXPECTED = frozenset({"200", "429", "cancelled"})
+EXPECTED = frozenset({"200", "429", "cancelled", "held"})
 MIB = 1 << 20
 #: seconds a steady client waits after a 429 (the server's `Retry-After`)
 RETRY_AFTER = 1.0
+#: seconds an admitted burst stream waits for the rest of its burst's statuses
+HOLD_LIMIT = 120.0
 
 
 QUESTIONS = (
@@ -80,8 +84,10 @@ def mixed_plan(
     burst_every: float,
 ) -> SoakPlan:
     """The soak's mix: vanilla (sampled), greedy nudging of the base model, and RAIN on a
-    small budget so that it answers in seconds; bursts of short vanilla answers that
-    cannot stop early, a quarter more than the admission limit."""
+    small budget so that it answers in seconds; bursts of vanilla streams, a quarter more
+    than the admission limit, long enough (256 tokens that cannot stop early) to outlast
+    the burst's arrival: they are closed once every request of the burst has its
+    status."""
     rain = {"strategy": "rain", "max_visits": 4, "min_searches": 2}
     kinds = (
         Kind("vanilla", {"model": chat_model, "max_tokens": 48, "temperature": 0.8}),
@@ -95,7 +101,7 @@ def mixed_plan(
         ),
         Kind("rain", {"model": chat_model, "max_tokens": 8, "alignment": rain}),
     )
-    burst = Kind("vanilla", {"model": chat_model, "max_tokens": 16, "ignore_eos": True})
+    burst = Kind("vanilla", {"model": chat_model, "max_tokens": 256, "ignore_eos": True})
     return SoakPlan(
         kinds,
         seconds,
@@ -111,7 +117,8 @@ def mixed_plan(
 @dataclass(frozen=True)
 class Outcome:
     """How one request ended: `status` is the HTTP status, or for a stream that began
-    `cancelled` (we closed it), `error event: CODE`, or `cut` (no `[DONE]`)."""
+    `cancelled` (we closed it at its first text), `held` (a burst stream we closed once
+    its burst had every status), `error event: CODE`, or `cut` (no `[DONE]`)."""
 
     strategy: str
     mode: str  # "streamed", "non-streamed", "burst"
@@ -127,6 +134,7 @@ class SoakResult:
     aborted: dict[str, float]  # engine requests aborted during the soak
     drain_seconds: float  # from the last answer until none was running
     warmup_minutes: float = 0.0
+    burst_size: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -134,16 +142,46 @@ class SoakResult:
         return Counter(o.status for o in self.outcomes if o.status not in EXPECTED)
 
 
+@dataclass
+class Hold:
+    """A burst's count of requests that have their status; its admitted streams wait for
+    all of them, so the server sees the whole burst in flight at once."""
+
+    size: int
+    known: int = 0
+    everyone: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def arrived(self) -> None:
+        self.known += 1
+        if self.known >= self.size:
+            self.everyone.set()
+
+
 async def send(
-    client: httpx.AsyncClient, kind: Kind, question: str, *, mode: str, cancel: bool
+    client: httpx.AsyncClient,
+    kind: Kind,
+    question: str,
+    *,
+    mode: str,
+    cancel: bool = False,
+    hold: Hold | None = None,
 ) -> Outcome:
-    """One chat request; a stream to be cancelled is closed at its first text."""
+    """One chat request; a stream to be cancelled is closed at its first text, a held one
+    (a burst's, always streamed) once its whole burst has a status."""
     started = time.perf_counter()
-    streamed = mode == "streamed"
+    streamed = mode == "streamed" or hold is not None
     body = kind.body | {"stream": streamed, "messages": [{"role": "user", "content": question}]}
 
     def outcome(status: str) -> Outcome:
         return Outcome(kind.strategy, mode, status, time.perf_counter() - started)
+
+    counted = hold is None
+
+    def count() -> None:
+        nonlocal counted
+        if not counted:
+            counted = True
+            hold.arrived()
 
     try:
         if not streamed:
@@ -152,9 +190,16 @@ async def send(
                 return outcome("200 without choices")
             return outcome(str(response.status_code))
         async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            count()
             if response.status_code != 200:
                 await response.aread()
                 return outcome(str(response.status_code))
+            if hold is not None:
+                try:
+                    await asyncio.wait_for(hold.everyone.wait(), HOLD_LIMIT)
+                except TimeoutError:
+                    return outcome(f"held over {HOLD_LIMIT:g} s")
+                return outcome("held")  # leaving the block closes the stream
             status = "cut"
             async for line in response.aiter_lines():
                 if line == "data: [DONE]":
@@ -169,6 +214,8 @@ async def send(
             return outcome(status)
     except httpx.HTTPError as exc:
         return outcome(f"transport error: {type(exc).__name__}")
+    finally:
+        count()
 
 
 def server_process(url: str) -> psutil.Process | None:
@@ -285,10 +332,11 @@ async def soak(
         async def bursts() -> None:
             while time.perf_counter() + plan.burst_every < deadline:
                 await asyncio.sleep(plan.burst_every)
+                hold = Hold(plan.burst_size)
                 outcomes.extend(
                     await asyncio.gather(
                         *(
-                            send(client, plan.burst, question, mode="burst", cancel=False)
+                            send(client, plan.burst, question, mode="burst", hold=hold)
                             for question in rng.choices(QUESTIONS, k=plan.burst_size)
                         )
                     )
@@ -328,7 +376,16 @@ async def soak(
         model: value - before["aborted"].get(model, 0) for model, value in gauges["aborted"].items()
     }
     notes = [] if process else [f"no process listens on {url} here: memory not sampled"]
-    return SoakResult(outcomes, memory, gauges["running"], aborted, waited, plan.warmup / 60, notes)
+    return SoakResult(
+        outcomes,
+        memory,
+        gauges["running"],
+        aborted,
+        waited,
+        plan.warmup / 60,
+        plan.burst_size,
+        notes,
+    )
 
 
 def percentile(values: Sequence[float], share: float) -> float:
@@ -356,6 +413,16 @@ def outcome_rows(outcomes: Sequence[Outcome]) -> list[dict]:
             }
         )
     return rows
+
+
+def burst_rows(outcomes: Sequence[Outcome], size: int) -> list[dict]:
+    """Per burst (each lands in the outcomes as one block of `size`): its count of each
+    status; at most the admission limit can be `held`."""
+    mine = [o for o in outcomes if o.mode == "burst"]
+    return [
+        {"burst": n + 1, **dict(sorted(Counter(o.status for o in mine[i : i + size]).items()))}
+        for n, i in enumerate(range(0, len(mine), size))
+    ]
 
 
 def growth(memory: Sequence[dict], warmup_minutes: float) -> list[dict]:
@@ -399,6 +466,7 @@ def sections(result: SoakResult) -> dict[str, list[dict]]:
     models = dict.fromkeys([*result.running_at_end, *result.aborted])
     return {
         "soak: answers by strategy and status": outcome_rows(result.outcomes),
+        "soak: bursts": burst_rows(result.outcomes, result.burst_size),
         f"soak: resident memory after {result.warmup_minutes:.2g} min of warm-up": growth(
             result.memory, result.warmup_minutes
         ),

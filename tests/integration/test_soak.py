@@ -17,14 +17,17 @@ pytestmark = pytest.mark.slow
 def test_a_short_mixed_soak_leaves_nothing_running(server_url):
     """Vanilla, nudging and RAIN (small budget), streamed or not, a quarter of the streams
     closed at their first text, two bursts past the admission limit (the session server
-    runs the default, 64): only 200, 429 and cancellations; no engine request left
-    running; memory (the server is warm: other tests ran first) grows little."""
+    runs the default, 64), each burst's admitted streams held open until all of it has a
+    status, so that no more than the limit is admitted: only 200, 429, cancellations and
+    held streams; no engine request left running; memory (the server is warm: other tests
+    ran first) grows little."""
+    limit = Settings().max_concurrent_requests
     plan = soak.mixed_plan(
         chat_model=SMOL,
         base_model=GEMMA,
         nudger=SMOL,
         seconds=75,
-        admission_limit=Settings().max_concurrent_requests,
+        admission_limit=limit,
         clients=3,
         sample_every=2,
         warmup=15,
@@ -36,8 +39,10 @@ def test_a_short_mixed_soak_leaves_nothing_running(server_url):
     assert not result.unexpected, result.unexpected
     answered = {o.strategy for o in result.outcomes if o.status == "200"}
     assert answered == {"vanilla", "nudging", "rain"}
-    statuses = {o.status for o in result.outcomes}
-    assert {"cancelled", "429"} <= statuses
+    assert {"cancelled", "429", "held"} <= {o.status for o in result.outcomes}
+    bursts = soak.burst_rows(result.outcomes, plan.burst_size)
+    assert len(bursts) == 2 and all(set(b) == {"burst", "held", "429"} for b in bursts), bursts
+    assert all(b["held"] <= limit and b["held"] + b["429"] == plan.burst_size for b in bursts)
     assert result.running_at_end and not any(result.running_at_end.values())
     assert not result.notes  # the server's processes were found and sampled
     growth = {r["process"]: r for r in soak.growth(result.memory, result.warmup_minutes)}
