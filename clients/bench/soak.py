@@ -2,11 +2,12 @@
 
 Steady clients send vanilla, nudging and RAIN requests, streamed or not, and close some
 streams after their first text (a client walking away); bursts of more requests than the
-admission limit hit one model at once: each admitted stream is held open until every
-request of the burst has its status, so that as many as pass the limit get a 429 however
-their arrival is spread. Meanwhile the resident memory of
-the server process and of each of its child processes (the engines) is sampled. At the
-end the server's `/metrics` must show no engine request still running.
+admission limit hit one model at once: each admitted stream is held open, unread, until
+every request of the burst has its status, so that as many as pass the limit get a 429
+however their arrival is spread (as long as that arrival is shorter than an admitted
+stream's 256 tokens: the server frees a place when the decoding ends). Meanwhile the
+resident memory of the server process and of each of its child processes (the engines)
+is sampled. At the end the server's `/metrics` must show no engine request still running.
 
 Used by `make bench ARGS=--soak` (minutes) and by a slow test (about a minute).
 """
@@ -84,8 +85,8 @@ def mixed_plan(
     burst_every: float,
 ) -> SoakPlan:
     """The soak's mix: vanilla (sampled), greedy nudging of the base model, and RAIN on a
-    small budget so that it answers in seconds; bursts of vanilla streams, a quarter more
-    than the admission limit, long enough (256 tokens that cannot stop early) to outlast
+    small budget so that it answers in seconds; bursts of vanilla streams, the admission
+    limit and a quarter plus two, long enough (256 tokens that cannot stop early) to outlast
     the burst's arrival: they are closed once every request of the burst has its
     status."""
     rain = {"strategy": "rain", "max_visits": 4, "min_searches": 2}
@@ -418,6 +419,8 @@ def outcome_rows(outcomes: Sequence[Outcome]) -> list[dict]:
 def burst_rows(outcomes: Sequence[Outcome], size: int) -> list[dict]:
     """Per burst (each lands in the outcomes as one block of `size`): its count of each
     status; at most the admission limit can be `held`."""
+    if size <= 0:
+        return []
     mine = [o for o in outcomes if o.mode == "burst"]
     return [
         {"burst": n + 1, **dict(sorted(Counter(o.status for o in mine[i : i + size]).items()))}
