@@ -10,3 +10,17 @@ def test_rows_with_different_keys_get_one_column_each():
     assert lines[0] == "| strategy | ratio | nudge_ratio | searches_per_set |"
     assert lines[2] == "| nudging | 3.09 | 0.5 |  |"
     assert lines[3] == "| rain | 40 |  | 30 |"
+
+
+def test_the_machine_line_names_the_processor_and_its_vector_extensions(tmp_path):
+    """Runs on machines with and without AVX-512 differ in speed and in bf16 numerics:
+    the results say which one they came from."""
+    from clients.bench.report import machine
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU 9000\n"
+                       "flags\t\t: fpu sse avx2 avx512f amx_bf16\n\nprocessor\t: 1\n")
+    assert machine(cpuinfo).startswith("Some CPU 9000 (avx2 avx512f amx_bf16), ")
+    cpuinfo.write_text("model name\t: Old CPU\nflags\t\t: fpu sse\n")
+    assert machine(cpuinfo).startswith("Old CPU (no AVX2), ")
+    assert "cores, Python" in machine(tmp_path / "missing")
