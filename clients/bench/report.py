@@ -13,15 +13,18 @@ def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     matter (vLLM's CPU kernels differ with them, in speed and in bf16 numerics)."""
     import os
 
-    model, flags = platform.processor() or platform.machine(), set()
-    if cpuinfo.exists():
-        fields = dict(line.split(":", 1) for line in cpuinfo.read_text().splitlines()
-                      if ":" in line)
-        model = fields.get("model name\t", model).strip()
-        flags = set(fields.get("flags\t\t", "").split())
-    vector = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{model} ({' '.join(vector) or 'no AVX2'}), {os.cpu_count()} cores, " \
-           f"Python {platform.python_version()}"
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        lines = []
+    fields = {key.strip(): value.strip() for key, _, value in
+              (line.partition(":") for line in lines if ":" in line)}
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    if "flags" in fields:  # x86: which vector extensions
+        flags = set(fields["flags"].split())
+        vector = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+        model += f" ({' '.join(vector) or 'no AVX2'})"
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def table(rows: list[dict[str, Any]]) -> str:
