@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,6 @@ from typing import Any
 def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """Where the numbers come from: the processor model and its wide-vector extensions
     matter (vLLM's CPU kernels differ with them, in speed and in bf16 numerics)."""
-    import os
-
     try:
         lines = cpuinfo.read_text().splitlines()
     except OSError:

@@ -1,6 +1,9 @@
 """The benchmark's markdown tables: rows of different sections keep their own columns."""
 
-from clients.bench.report import table
+import os
+import platform
+
+from clients.bench.report import machine, table
 
 
 def test_rows_with_different_keys_get_one_column_each():
@@ -15,11 +18,6 @@ def test_rows_with_different_keys_get_one_column_each():
 def test_the_machine_line_names_the_processor_and_its_vector_extensions(tmp_path):
     """Runs on machines with and without AVX-512 differ in speed and in bf16 numerics:
     the results say which one they came from."""
-    import os
-    import platform
-
-    from clients.bench.report import machine
-
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU 9000\n"
                        "flags\t\t: fpu sse avx2 avx512f amx_bf16\n\nprocessor\t: 1\n")
